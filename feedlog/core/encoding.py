@@ -1,0 +1,132 @@
+"""Strict canonical CBOR (spec/feed.md §3).
+
+feedlog uses a small subset of CBOR (RFC 8949): unsigned and negative integers in the 64-bit
+range, byte strings, text strings, arrays, maps whose keys are text strings, true, false and null.
+No floats, no tags, no undefined, no indefinite lengths. Every value has exactly one encoding, the
+canonical one: shortest integer and length forms, definite lengths, map keys in bytewise order of
+their encodings. Because every key is a text string, that order is also RFC 7049's "length first,
+then bytewise" order, which is what cbor2's ``canonical=True`` produces: the two rules agree on
+this subset, so we can rely on cbor2's encoder.
+
+``decode_strict`` decodes with cbor2 (its C extension is lenient: it ignores trailing bytes and
+accepts indefinite lengths, duplicate keys and bignum tags), then walks the value to reject
+anything outside the subset, and re-encodes it canonically: the input is accepted only when the
+bytes are identical. That single rule rejects every non-canonical form and every trailing byte.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+from feedlog.core.errors import InvalidMessage
+
+Value = Any  # int | bytes | str | bool | None | list[Value] | dict[str, Value]
+
+INT_MIN = -(2**64)
+INT_MAX = 2**64 - 1
+MAX_DEPTH = 16
+
+
+def encode(value: Value) -> bytes:
+    """Canonical encoding of a value of the subset (the caller guarantees the subset)."""
+    return bytes(cbor2.dumps(value, canonical=True))
+
+
+def decode_strict(data: bytes, *, what: str = "value") -> Value:
+    """Decode ``data`` as exactly one canonical CBOR item of the subset.
+
+    Raises InvalidMessage with code ``malformed`` (not CBOR, truncated), ``bad-cbor-type``
+    (outside the subset), ``trailing-bytes`` or ``non-canonical``.
+    """
+    value = loads_or_malformed(data, what=what, max_depth=MAX_DEPTH + 2)
+    _check_subset(value, 0, what)
+    canonical = encode(value)
+    if canonical != data:
+        if data.startswith(canonical):
+            raise InvalidMessage(f"{what} has trailing bytes", code="trailing-bytes")
+        raise InvalidMessage(f"{what} is not canonically encoded", code="non-canonical")
+    return value
+
+
+def decode_fixed(data: bytes, *, what: str) -> Value:
+    """Decode a value made only of unsigned integers, byte strings and null inside arrays.
+
+    For such values the canonical encoding is the unique shortest one: a longer integer or
+    length head, an indefinite length, a tag or a trailing byte all make the input longer. So
+    the input is canonical exactly when its length equals ``canonical_size`` of what it decodes
+    to, which is cheaper than re-encoding. The caller must check the decoded types (an integer
+    that is not a uint, a text string, a map make ``canonical_size`` raise ``bad-cbor-type``).
+    """
+    value = loads_or_malformed(data, what=what)
+    check_fixed(data, value, what=what)
+    return value
+
+
+def check_fixed(data: bytes, value: Value, *, what: str) -> None:
+    """The canonicity check of ``decode_fixed`` for an already decoded ``value``."""
+    size = canonical_size(value, what)
+    if size != len(data):
+        if size < len(data) and encode(value) == data[:size]:
+            raise InvalidMessage(f"{what} has trailing bytes", code="trailing-bytes")
+        raise InvalidMessage(f"{what} is not canonically encoded", code="non-canonical")
+
+
+def loads_or_malformed(data: bytes, *, what: str, max_depth: int = 4) -> Value:
+    """cbor2's lenient decode; any failure is ``malformed``. Callers check canonicity."""
+    try:
+        return cbor2.loads(data, max_depth=max_depth)
+    except Exception as exc:  # cbor2 raises several types on hostile input
+        raise InvalidMessage(f"{what} is not well-formed CBOR ({exc})", code="malformed") from None
+
+
+def head_size(n: int) -> int:
+    """Bytes taken by a canonical CBOR head (major type + argument) for argument ``n``."""
+    if n < 24:
+        return 1
+    if n < 0x100:
+        return 2
+    if n < 0x10000:
+        return 3
+    if n < 0x100000000:
+        return 5
+    return 9
+
+
+def canonical_size(value: Value, what: str = "value") -> int:
+    """Length of the canonical encoding of a value of uints, byte strings, null and arrays."""
+    t = type(value)
+    if t is bytes:
+        return head_size(len(value)) + len(value)
+    if t is int and 0 <= value <= INT_MAX:
+        return head_size(value)
+    if value is None:
+        return 1
+    if t is list:
+        return head_size(len(value)) + sum(canonical_size(v, what) for v in value)
+    raise InvalidMessage(f"{what} contains a value of the wrong type", code="bad-shape")
+
+
+def _check_subset(value: Value, depth: int, what: str) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidMessage(f"{what} nests deeper than {MAX_DEPTH}", code="bad-cbor-type")
+    t = type(value)
+    if t is int:
+        if not INT_MIN <= value <= INT_MAX:
+            raise InvalidMessage(f"{what} has an integer out of range", code="bad-cbor-type")
+    elif t is bytes or t is str or t is bool or value is None:
+        return
+    elif t is list:
+        for item in value:
+            _check_subset(item, depth + 1, what)
+    elif t is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise InvalidMessage(f"{what} has a map key that is not text", code="bad-cbor-type")
+            _check_subset(item, depth + 1, what)
+    else:
+        raise InvalidMessage(
+            f"{what} contains a {t.__name__}, which feedlog's CBOR subset excludes",
+            code="bad-cbor-type",
+        )

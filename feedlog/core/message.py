@@ -1,0 +1,143 @@
+"""The signed message (spec/feed.md §4-5).
+
+A message travels and is stored as the canonical CBOR array
+
+    [header: bytes, signature: bytes(64), content: bytes | null]
+
+where ``header`` is itself the canonical CBOR array
+
+    [version = 1, author: bytes(32), seq: uint, previous: bytes(32) | null,
+     timestamp: uint, content_size: uint, content_hash: bytes(32)]
+
+The author signs ``SIGN_TAG || header``; the message id is ``sha256(ID_TAG || header)``; the
+content hash is ``sha256(CONTENT_TAG || content)``. The signature therefore covers the content
+only through its hash and size (the bamboo / Gabby Grove design): a node may later drop a
+message's content locally (content = null) and the feed still verifies end to end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from feedlog.core import encoding
+from feedlog.core.crypto import Keypair, sha256
+from feedlog.core.content import check_content, check_known
+from feedlog.core.errors import InvalidMessage, LocalError
+from feedlog.core.ids import FeedId, MsgId
+
+VERSION = 1
+SIGN_TAG = b"feedlog/msg/v1\x00"
+ID_TAG = b"feedlog/msg-id/v1\x00"
+CONTENT_TAG = b"feedlog/content/v1\x00"
+MAX_MESSAGE_SIZE = 8192
+MAX_SEQ = 2**63 - 1
+MAX_TIMESTAMP = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """How far a feed has got: the author, the latest seq (0 = empty) and its id."""
+
+    author: FeedId
+    seq: int = 0
+    head: MsgId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A decoded message. ``raw`` is the exact byte form; every other field is derived from it."""
+
+    raw: bytes
+    id: MsgId
+    header: bytes
+    signature: bytes
+    author: FeedId
+    seq: int
+    previous: MsgId | None
+    timestamp: int
+    content_size: int
+    content_hash: bytes
+    content: bytes | None
+    value: dict[str, Any] | None
+
+    @property
+    def type(self) -> str | None:
+        """The content type, or None when the content is not held."""
+        if self.value is None:
+            return None
+        t = self.value["type"]
+        return t if isinstance(t, str) else None
+
+    @property
+    def state(self) -> FeedState:
+        """The feed state once this message is the feed's head."""
+        return FeedState(self.author, self.seq, self.id)
+
+
+def message_id(header: bytes) -> MsgId:
+    return MsgId(sha256(ID_TAG, header))
+
+
+def content_hash(content: bytes) -> bytes:
+    return sha256(CONTENT_TAG, content)
+
+
+def encode_header(
+    author: bytes, seq: int, previous: bytes | None, timestamp: int, size: int, digest: bytes
+) -> bytes:
+    return encoding.encode([VERSION, author, seq, previous, timestamp, size, digest])
+
+
+def encode_message(header: bytes, signature: bytes, content: bytes | None) -> bytes:
+    return encoding.encode([header, signature, content])
+
+
+def create(
+    keys: Keypair, state: FeedState, content: Mapping[str, Any], timestamp: int
+) -> Message:
+    """Sign the next message of ``keys``' feed after ``state``.
+
+    ``content`` must be a map with a text ``type``; it is encoded canonically. Raises LocalError
+    if the result would break a rule of spec/feed.md §5 (so a node never publishes a message that
+    others would reject).
+    """
+    if state.author != keys.public:
+        raise LocalError("this feed belongs to another key", code="wrong-author")
+    if state.seq >= MAX_SEQ:
+        raise LocalError("this feed has reached the largest seq", code="too-large")
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise LocalError("timestamp out of range", code="bad-timestamp")
+    check_known(content)
+    try:
+        body = encoding.encode(dict(content))
+    except Exception as exc:  # cbor2 refuses objects it cannot encode
+        raise LocalError(f"content cannot be encoded: {exc}", code="bad-content") from None
+    try:
+        value = check_content(body)  # the same rule a receiver applies
+    except InvalidMessage as exc:
+        raise LocalError(exc.message, code=exc.code) from None
+    header = encode_header(
+        keys.public, state.seq + 1, state.head, timestamp, len(body), content_hash(body)
+    )
+    signature = keys.sign(SIGN_TAG, header)
+    raw = encode_message(header, signature, body)
+    if len(raw) > MAX_MESSAGE_SIZE:
+        raise LocalError(
+            f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_SIZE}", code="too-large"
+        )
+    return Message(
+        raw=raw,
+        id=message_id(header),
+        header=header,
+        signature=signature,
+        author=FeedId(keys.public),
+        seq=state.seq + 1,
+        previous=state.head,
+        timestamp=timestamp,
+        content_size=len(body),
+        content_hash=content_hash(body),
+        content=body,
+        value=value,
+    )

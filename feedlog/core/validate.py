@@ -1,0 +1,172 @@
+"""Validation of received messages (spec/feed.md §7), pure and ordered cheapest check first.
+
+1. size                 ``too-large``
+2. message decode       ``malformed`` ``bad-cbor-type`` ``trailing-bytes`` ``non-canonical``
+3. message shape        ``bad-shape``
+4. header decode        as 2
+5. header fields        ``unknown-version`` ``bad-shape`` ``seq-zero`` ``bad-previous``
+                        ``too-large`` (declared content size)
+6. content              ``content-mismatch`` then as 2, then ``bad-content``
+7. chain vs. the feed   ``wrong-author``; ``duplicate`` and ``seq-gap`` (benign);
+                        ``fork`` / ``wrong-previous`` (only after 8 passes)
+8. signature            ``bad-signature``
+
+Steps 1-6 need only the bytes (``decode_message``); step 7 needs the receiver's view of the feed
+(``link``); step 8 is the expensive one and is kept separate (``check_signature``) so a shell can
+batch it across cores, and so a later version can check the chain first and signatures lazily.
+``validate`` runs all of them in order for one message.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from feedlog.core import encoding
+from feedlog.core.content import check_content
+from feedlog.core.crypto import KEY_SIZE, SIGNATURE_SIZE, verify
+from feedlog.core.errors import InvalidMessage
+from feedlog.core.ids import FeedId, MsgId
+from feedlog.core.message import (
+    MAX_MESSAGE_SIZE,
+    MAX_SEQ,
+    MAX_TIMESTAMP,
+    SIGN_TAG,
+    VERSION,
+    FeedState,
+    Message,
+    content_hash,
+    message_id,
+)
+
+HEADER_FIELDS = 7
+
+
+def _bad(what: str, code: str = "bad-shape", *, fatal: bool = True) -> InvalidMessage:
+    return InvalidMessage(what, code=code, fatal=fatal)
+
+
+def _is_uint(v: object, limit: int) -> bool:
+    return type(v) is int and 0 <= v <= limit
+
+
+def decode_message(raw: bytes) -> Message:
+    """Steps 1-6: everything that can be checked from the bytes alone."""
+    if len(raw) > MAX_MESSAGE_SIZE:
+        raise _bad(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_SIZE}", "too-large")
+    outer = encoding.decode_fixed(raw, what="message")
+    if type(outer) is not list or len(outer) != 3:
+        raise _bad("a message is an array of 3 items")
+    header, signature, content = outer
+    if type(header) is not bytes:
+        raise _bad("header is not a byte string")
+    if type(signature) is not bytes or len(signature) != SIGNATURE_SIZE:
+        raise _bad("signature is not 64 bytes")
+    if content is not None and type(content) is not bytes:
+        raise _bad("content is neither bytes nor null")
+
+    fields = encoding.loads_or_malformed(header, what="header")
+    if type(fields) is not list or not fields:
+        raise _bad("header is not a non-empty array")
+    if fields[0] != VERSION or type(fields[0]) is not int:
+        raise _bad(f"unknown message version {fields[0]!r}", "unknown-version")
+    encoding.check_fixed(header, fields, what="header")
+    if len(fields) != HEADER_FIELDS:
+        raise _bad(f"a version {VERSION} header has {HEADER_FIELDS} fields")
+    _, author, seq, previous, timestamp, size, digest = fields
+    if type(author) is not bytes or len(author) != KEY_SIZE:
+        raise _bad("author is not 32 bytes")
+    if not _is_uint(seq, MAX_SEQ):
+        raise _bad("seq is not an unsigned integer below 2^63")
+    if seq == 0:
+        raise _bad("seq starts at 1", "seq-zero")
+    if seq == 1:
+        if previous is not None:
+            raise _bad("the first message has a previous", "bad-previous")
+    elif type(previous) is not bytes or len(previous) != KEY_SIZE:
+        raise _bad("previous is not a 32-byte id", "bad-previous")
+    if not _is_uint(timestamp, MAX_TIMESTAMP):
+        raise _bad("timestamp is not an unsigned integer below 2^63")
+    if not _is_uint(size, MAX_SEQ):
+        raise _bad("content size is not an unsigned integer")
+    if type(digest) is not bytes or len(digest) != KEY_SIZE:
+        raise _bad("content hash is not 32 bytes")
+    if size > MAX_MESSAGE_SIZE:
+        raise _bad(f"declared content size {size} exceeds {MAX_MESSAGE_SIZE}", "too-large")
+
+    value = None
+    if content is not None:
+        if len(content) != size or content_hash(content) != digest:
+            raise _bad("content does not match the size and hash it was signed with",
+                       "content-mismatch")
+        value = check_content(content)
+
+    return Message(
+        raw=raw,
+        id=message_id(header),
+        header=header,
+        signature=signature,
+        author=FeedId(author),
+        seq=seq,
+        previous=None if previous is None else MsgId(previous),
+        timestamp=timestamp,
+        content_size=size,
+        content_hash=digest,
+        content=content,
+        value=value,
+    )
+
+
+class Link(enum.Enum):
+    """Where a message stands relative to the receiver's state of its feed."""
+
+    APPEND = "append"  # the next message: seq + 1 with previous = head
+    DUPLICATE = "duplicate"  # the head itself
+    GAP = "gap"  # beyond seq + 1: something is missing in between
+    FORK = "fork"  # same seq as the head, different id
+    WRONG_PREVIOUS = "wrong-previous"  # seq + 1, but previous is not the head
+    OLDER = "older"  # below the head: compare with the stored message of that seq
+
+
+def link(state: FeedState, msg: Message) -> Link:
+    """Step 7. Raises ``wrong-author``; otherwise says how ``msg`` relates to ``state``."""
+    if msg.author != state.author:
+        raise _bad("message is by another author than the feed", "wrong-author")
+    if msg.seq == state.seq + 1:
+        return Link.APPEND if msg.previous == state.head else Link.WRONG_PREVIOUS
+    if msg.seq > state.seq + 1:
+        return Link.GAP
+    if msg.seq == state.seq:
+        return Link.DUPLICATE if msg.id == state.head else Link.FORK
+    return Link.OLDER
+
+
+def check_signature(msg: Message) -> None:
+    """Step 8. Raises ``bad-signature``."""
+    if not verify(msg.author, SIGN_TAG, msg.header, msg.signature):
+        raise _bad("signature does not verify", "bad-signature")
+
+
+def validate(state: FeedState, raw: bytes) -> Message:
+    """All steps for one message against ``state``; returns the message when it may be appended.
+
+    Benign outcomes raise InvalidMessage with ``fatal=False`` (``duplicate``, ``seq-gap``, and
+    ``older`` for a message below the head, which the caller must compare with its stored copy).
+    A fork or a wrong previous is reported only for a correctly signed message: a forged one is
+    ``bad-signature``, so nobody can make a feed look forked without its author's key.
+    """
+    msg = decode_message(raw)
+    where = link(state, msg)
+    if where is Link.APPEND:
+        check_signature(msg)
+        return msg
+    if where is Link.DUPLICATE:
+        raise _bad("already have this message", "duplicate", fatal=False)
+    if where is Link.GAP:
+        raise _bad(f"expected seq {state.seq + 1}, got {msg.seq}", "seq-gap", fatal=False)
+    if where is Link.OLDER:
+        raise _bad(f"seq {msg.seq} is below the head {state.seq}", "older", fatal=False)
+    check_signature(msg)
+    raise _bad(
+        f"author signed two conflicting messages at seq {msg.seq if where is Link.FORK else state.seq}",
+        where.value,
+    )
