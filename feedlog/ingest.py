@@ -1,0 +1,292 @@
+"""Taking in messages from a peer, a stick or the local author (spec/feed.md §7, §8).
+
+Every message is validated in the spec's order before it touches the store. The expensive step,
+the signature, runs in a thread pool (libsodium releases the GIL, so two workers use two cores)
+while the event loop decodes and chain-checks the next batch: a two-stage pipeline.
+
+Stage 1 (event loop): decode, then ``link`` each message against an *optimistic* head per feed
+(as if every earlier signature will verify); submit the signature checks.
+Stage 2 (in order): await the checks, append to each feed the longest run whose signatures all
+verified and that continues the *committed* head, in one atomic store batch; record fork proofs.
+
+A fatal error (bad signature, fork, wrong author) poisons that feed for this ingest session: the
+rest of what this source sends for it is dropped, so a hostile source cannot make us spin.
+Benign outcomes (duplicate, gap, older) are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from feedlog.core.errors import InvalidMessage
+from feedlog.core.fork import ForkProof, make_fork_proof
+from feedlog.core.ids import FeedId
+from feedlog.core.message import FeedState, Message
+from feedlog.core.validate import Link, check_signature, decode_message, link
+from feedlog.store.base import FeedInfo, Store
+
+UNKNOWN = FeedId(b"")  # report key for bytes that did not even decode
+
+
+@dataclass
+class FeedReport:
+    added: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    forked: bool = False
+    first_seq: int | None = None
+    last_seq: int | None = None
+
+    def reject(self, code: str, n: int = 1) -> None:
+        self.rejected[code] = self.rejected.get(code, 0) + n
+
+
+@dataclass
+class IngestReport:
+    feeds: dict[FeedId, FeedReport] = field(default_factory=dict)
+    forks: list[ForkProof] = field(default_factory=list)
+
+    def feed(self, author: FeedId) -> FeedReport:
+        return self.feeds.setdefault(author, FeedReport())
+
+    @property
+    def added(self) -> int:
+        return sum(r.added for r in self.feeds.values())
+
+    @property
+    def duplicates(self) -> int:
+        return sum(r.duplicates for r in self.feeds.values())
+
+    @property
+    def rejected(self) -> int:
+        return sum(sum(r.rejected.values()) for r in self.feeds.values())
+
+    def codes(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.feeds.values():
+            for c, n in r.rejected.items():
+                out[c] = out.get(c, 0) + n
+        return out
+
+
+def _verify_chunk(msgs: Sequence[Message]) -> list[bool]:
+    ok = []
+    for m in msgs:
+        try:
+            check_signature(m)
+            ok.append(True)
+        except InvalidMessage:
+            ok.append(False)
+    return ok
+
+
+@dataclass
+class _Plan:
+    candidates: dict[FeedId, list[Message]]
+    conflicts: list[tuple[Message, Message | None, int]]  # (msg, counterpart, seq to fetch)
+    checks: list[tuple[list[Message], asyncio.Future[list[bool]] | list[bool]]]
+
+
+class Ingestor:
+    """Validates and stores batches for one source (a peer session, a bundle, the author).
+
+    ``allowed`` filters feeds (feeds we do not replicate are rejected ``not-wanted``).
+    ``on_append`` is called after each committed batch with the appended messages (live push).
+    """
+
+    CHUNK = 256
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        executor: Executor | None = None,
+        allowed: Callable[[FeedId], bool] | None = None,
+        on_append: Callable[[Sequence[Message]], None] | None = None,
+        cache: dict[FeedId, FeedInfo | None] | None = None,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.allowed = allowed
+        self.on_append = on_append
+        self.report = IngestReport()
+        self._committed: dict[FeedId, FeedInfo | None] = cache if cache is not None else {}
+        self._optimistic: dict[FeedId, FeedState] = {}
+        self._poisoned: set[FeedId] = set()
+        self._queue: asyncio.Queue[_Plan | None] = asyncio.Queue(maxsize=3)
+        self._stage2: asyncio.Task[None] | None = None
+
+    async def _info(self, author: FeedId) -> FeedInfo | None:
+        if author not in self._committed:
+            self._committed[author] = await self.store.feed(author)
+        return self._committed[author]
+
+    async def ingest(self, raws: Sequence[bytes]) -> IngestReport:
+        """Validate and store one batch, waiting until it is committed."""
+        await self.put(raws)
+        return await self.finish()
+
+    async def put(self, raws: Sequence[bytes]) -> None:
+        """Stage 1 for one batch; returns once its checks are submitted (back-pressure: at most
+        three batches wait for stage 2)."""
+        if self._stage2 is None:
+            self._stage2 = asyncio.get_running_loop().create_task(self._run_stage2())
+        plan = await self._plan(raws)
+        await self._queue.put(plan)
+        if self._stage2.done():  # surface stage 2's failure (e.g. disk full) at once
+            await self._stage2
+
+    async def finish(self) -> IngestReport:
+        """Wait for every submitted batch to be committed; the ingestor can be reused after."""
+        if self._stage2 is not None:
+            await self._queue.put(None)
+            task, self._stage2 = self._stage2, None
+            await task
+        return self.report
+
+    async def _plan(self, raws: Sequence[bytes]) -> _Plan:
+        loop = asyncio.get_running_loop()
+        candidates: dict[FeedId, list[Message]] = {}
+        conflicts: list[tuple[Message, Message | None, int]] = []
+        for raw in raws:
+            try:
+                m = decode_message(raw)
+            except InvalidMessage as exc:
+                self.report.feed(UNKNOWN).reject(exc.code)
+                continue
+            a = m.author
+            rep = self.report.feed(a)
+            if a in self._poisoned:
+                rep.reject("feed-refused")
+                continue
+            if self.allowed is not None and not self.allowed(a):
+                rep.reject("not-wanted")
+                continue
+            state = self._optimistic.get(a)
+            if state is None:
+                info = await self._info(a)
+                if info is not None and info.forked_seq is not None:
+                    rep.reject("feed-forked")
+                    continue
+                state = info.state if info else FeedState(a)
+            where = link(state, m)
+            if where is Link.APPEND:
+                candidates.setdefault(a, []).append(m)
+                self._optimistic[a] = m.state
+            elif where is Link.DUPLICATE:
+                rep.duplicates += 1
+            elif where is Link.GAP:
+                rep.reject("seq-gap")
+            elif where is Link.OLDER:
+                conflicts.append((m, None, m.seq))
+            else:
+                seq = m.seq if where is Link.FORK else m.seq - 1
+                pending = [c for c in candidates.get(a, []) if c.seq == seq]
+                conflicts.append((m, pending[0] if pending else None, seq))
+        checks: list[tuple[list[Message], asyncio.Future[list[bool]] | list[bool]]] = []
+        todo = [m for run in candidates.values() for m in run]
+        todo += [c[0] for c in conflicts if c[0].seq > 0]
+        for i in range(0, len(todo), self.CHUNK):
+            chunk = todo[i : i + self.CHUNK]
+            if self.executor is None:
+                checks.append((chunk, _verify_chunk(chunk)))
+            else:
+                checks.append((chunk, loop.run_in_executor(self.executor, _verify_chunk, chunk)))
+        return _Plan(candidates, conflicts, checks)
+
+    async def _run_stage2(self) -> None:
+        while True:
+            plan = await self._queue.get()
+            if plan is None:
+                return
+            await self._commit(plan)
+
+    async def _commit(self, plan: _Plan) -> None:
+        valid: dict[bytes, bool] = {}
+        for chunk, fut in plan.checks:
+            results = fut if isinstance(fut, list) else await fut
+            for m, ok in zip(chunk, results, strict=True):
+                valid[m.id + m.signature] = ok
+        batch: list[Message] = []
+        for a, run in plan.candidates.items():
+            rep = self.report.feed(a)
+            if a in self._poisoned:
+                rep.reject("feed-refused", len(run))
+                continue
+            info = self._committed.get(a)
+            head = info.state if info else FeedState(a)
+            if run[0].seq != head.seq + 1 or run[0].previous != head.head:
+                # an earlier batch of this feed failed after this one was planned
+                rep.reject("feed-refused", len(run))
+                continue
+            good = 0
+            for m in run:
+                if not valid[m.id + m.signature]:
+                    break
+                good += 1
+            if good < len(run):
+                rep.reject("bad-signature")
+                rep.reject("feed-refused", len(run) - good - 1)
+                self._poison(a)
+            if good:
+                accepted = run[:good]
+                batch.extend(accepted)
+                rep.added += good
+                rep.first_seq = rep.first_seq or accepted[0].seq
+                rep.last_seq = accepted[-1].seq
+                self._committed[a] = FeedInfo(a, accepted[-1].seq, accepted[-1].id,
+                                              info.forked_seq if info else None,
+                                              info.name if info else None)
+        if batch:
+            try:
+                await self.store.append(batch)
+            except BaseException:
+                for a in {m.author for m in batch}:  # our cache may be ahead of the store
+                    self._committed.pop(a, None)
+                    self._optimistic.pop(a, None)
+                raise
+            if self.on_append is not None:
+                self.on_append(batch)
+        for m, counterpart, seq in plan.conflicts:
+            await self._conflict(m, counterpart, seq, valid)
+
+    async def _conflict(
+        self, m: Message, counterpart: Message | None, seq: int, valid: dict[bytes, bool]
+    ) -> None:
+        a = m.author
+        rep = self.report.feed(a)
+        if counterpart is None:
+            raw = await self.store.get_seq(a, seq)
+            if raw is None:
+                rep.reject("seq-gap")
+                return
+            counterpart = decode_message(raw)
+        elif not valid.get(counterpart.id + counterpart.signature, False):
+            rep.reject("feed-refused")
+            return
+        if m.seq == counterpart.seq and m.id == counterpart.id:
+            rep.duplicates += 1
+            return
+        if not valid.get(m.id + m.signature, False):
+            rep.reject("bad-signature")
+            self._poison(a)
+            return
+        try:
+            proof = make_fork_proof(counterpart, m)
+        except InvalidMessage as exc:
+            rep.reject(exc.code)
+            return
+        added = await self.store.record_fork(proof)
+        rep.forked = True
+        rep.reject("fork" if proof.kind == "same-seq" else "wrong-previous")
+        if added:
+            self.report.forks.append(proof)
+        self._committed.pop(a, None)
+        self._poison(a)
+
+    def _poison(self, author: FeedId) -> None:
+        self._poisoned.add(author)
+        self._optimistic.pop(author, None)

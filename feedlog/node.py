@@ -1,0 +1,297 @@
+"""The facade the CLI and library users call (README "Library").
+
+A Node is one identity (key pair), one store and the policies around them: what it publishes,
+which feeds it replicates, and how received messages are validated (ingest.py). All methods are
+coroutines; a Node is used from one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from feedlog.core import content as contents
+from feedlog.core.crypto import Keypair
+from feedlog.core.errors import InvalidMessage, LocalError, StoreError
+from feedlog.core.fork import decode_fork_proof
+from feedlog.core.graph import Contact, Replication, replication_set
+from feedlog.core.ids import FeedId, feed_id_text
+from feedlog.core.message import FeedState, Message, create
+from feedlog.core.validate import Link, check_signature, decode_message, link
+from feedlog.identity import DB_FILE, KEY_FILE, read_key, write_key
+from feedlog.ingest import Ingestor
+from feedlog.store.base import FeedInfo, Store
+from feedlog.store.memory import MemoryStore
+from feedlog.store.sqlite import SqliteStore
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class VerifyReport:
+    feeds: int = 0
+    messages: int = 0
+    problems: list[tuple[str, int, str]] = field(default_factory=list)  # (feed, seq, code)
+    forks: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Node:
+    def __init__(self, keys: Keypair, store: Store, home: Path | None = None,
+                 *, workers: int | None = None) -> None:
+        self.keys = keys
+        self.store = store
+        self.home = home
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="feedlog-verify")
+        self._publish_lock = asyncio.Lock()
+        self._own: FeedState | None = None
+        self.hops = 2
+
+    # --- opening -------------------------------------------------------------------------
+
+    @classmethod
+    async def init(cls, home: Path, *, keys: Keypair | None = None) -> Node:
+        """Create a new identity (or bring in ``keys``) and an empty store in ``home``."""
+        home = Path(home)
+        if (home / KEY_FILE).exists():
+            raise LocalError(f"{home} already has an identity", code="key-exists")
+        try:
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise LocalError(f"cannot create {home}: {exc.strerror}",
+                             code="home-unwritable") from None
+        if keys is None:
+            keys = Keypair.from_seed(os.urandom(32))
+        write_key(home / KEY_FILE, keys)
+        store = await SqliteStore.open(home / DB_FILE, create=True)
+        return cls(keys, store, home)
+
+    @classmethod
+    async def open(cls, home: Path) -> Node:
+        """Open an existing home (identity and store)."""
+        home = Path(home)
+        if not home.is_dir():
+            raise LocalError(f"no feedlog home at {home}: run `feedlog init` first",
+                             code="no-home")
+        keys = read_key(home / KEY_FILE)
+        store = await SqliteStore.open(home / DB_FILE, create=True)
+        return cls(keys, store, home)
+
+    @classmethod
+    def in_memory(cls, keys: Keypair | None = None) -> Node:
+        return cls(keys or Keypair.from_seed(os.urandom(32)), MemoryStore())
+
+    async def close(self) -> None:
+        await self.store.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> Node:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def id(self) -> FeedId:
+        return FeedId(self.keys.public)
+
+    @property
+    def id_text(self) -> str:
+        return feed_id_text(self.keys.public)
+
+    # --- publishing ----------------------------------------------------------------------
+
+    async def _own_state(self) -> FeedState:
+        if self._own is None:
+            info = await self.store.feed(self.id)
+            if info is not None and info.forked_seq is not None:
+                raise LocalError("your own feed is forked; publishing would make it worse",
+                                 code="feed-forked")
+            self._own = info.state if info else FeedState(self.id)
+        return self._own
+
+    async def publish(self, content: Mapping[str, Any] | str,
+                      *, timestamp: int | None = None) -> Message:
+        """Sign and store the next message of this node's feed. A str publishes a post."""
+        return (await self.publish_many([content], timestamp=timestamp))[0]
+
+    async def publish_many(self, items: Iterable[Mapping[str, Any] | str],
+                           *, timestamp: int | None = None) -> list[Message]:
+        """Sign several messages and store them in one atomic batch."""
+        async with self._publish_lock:
+            state = await self._own_state()
+            ts = now_ms() if timestamp is None else timestamp
+            msgs: list[Message] = []
+            for item in items:
+                c = contents.post(item) if isinstance(item, str) else item
+                m = create(self.keys, state, c, ts)
+                msgs.append(m)
+                state = m.state
+            try:
+                await self.store.append(msgs)
+            except BaseException:
+                self._own = None
+                raise
+            self._own = state
+            return msgs
+
+    async def follow(self, feed: FeedId) -> Message:
+        return await self._contact("follow", feed)
+
+    async def unfollow(self, feed: FeedId) -> Message:
+        return await self._contact("unfollow", feed)
+
+    async def block(self, feed: FeedId) -> Message:
+        return await self._contact("block", feed)
+
+    async def unblock(self, feed: FeedId) -> Message:
+        return await self._contact("unblock", feed)
+
+    async def _contact(self, kind: str, feed: FeedId) -> Message:
+        if feed == self.id and kind in ("follow", "block"):
+            raise LocalError(f"you cannot {kind} yourself", code="self-contact")
+        return await self.publish(contents.contact(kind, feed))
+
+    async def set_name(self, name: str) -> Message:
+        return await self.publish(contents.about(name))
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def feed(self, author: FeedId | None = None, *, limit: int | None = None,
+                   since: int = 0) -> list[Message]:
+        """Messages of ``author`` (default: this node) in seq order: the last ``limit`` of them,
+        or all after seq ``since``."""
+        a = author or self.id
+        info = await self.store.feed(a)
+        if info is None or info.seq == 0:
+            return []
+        first = since + 1
+        if limit is not None:
+            first = max(first, info.seq - limit + 1)
+        return [decode_message(r) for r in await self.store.range(a, first, info.seq)]
+
+    async def contacts(self) -> list[Contact]:
+        return [Contact(c.author, c.target, c.kind) for c in await self.store.contacts()]
+
+    async def following(self) -> list[FeedId]:
+        return sorted(c.target for c in await self.contacts()
+                      if c.author == self.id and c.kind == "follow")
+
+    async def blocked(self) -> list[FeedId]:
+        return sorted(c.target for c in await self.contacts()
+                      if c.author == self.id and c.kind == "block")
+
+    async def replication(self) -> Replication:
+        return replication_set(self.id, await self.contacts(), self.hops)
+
+    async def feed_info(self, author: FeedId) -> FeedInfo | None:
+        return await self.store.feed(author)
+
+    async def name_of(self, author: FeedId) -> str | None:
+        info = await self.store.feed(author)
+        return info.name if info else None
+
+    async def status(self) -> dict[str, Any]:
+        feeds = await self.store.feeds()
+        own = next((f for f in feeds if f.author == self.id), None)
+        rep = await self.replication()
+        return {
+            "id": self.id_text,
+            "name": own.name if own else None,
+            "home": str(self.home) if self.home else None,
+            "seq": own.seq if own else 0,
+            "feeds": len(feeds),
+            "messages": await self.store.count(),
+            "following": len(await self.following()),
+            "replicating": len(rep.wanted),
+            "blocked": len(rep.blocked),
+            "forked": [
+                {"feed": feed_id_text(f.author), "seq": f.forked_seq}
+                for f in feeds if f.forked_seq is not None
+            ],
+        }
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def ingestor(self, *, only_wanted: Iterable[FeedId] | None = None) -> Ingestor:
+        """An ingest session (one per source). ``only_wanted`` restricts accepted feeds."""
+        allowed = None
+        if only_wanted is not None:
+            wanted = frozenset(only_wanted)
+            allowed = wanted.__contains__
+        return Ingestor(self.store, executor=self._executor, allowed=allowed,
+                        on_append=self._on_append)
+
+    def _on_append(self, msgs: Sequence[Message]) -> None:
+        if any(m.author == self.id for m in msgs):
+            self._own = None  # somebody brought our own feed back (e.g. after a restore)
+
+    # --- checking ------------------------------------------------------------------------
+
+    async def verify(self) -> VerifyReport:
+        """Re-check every stored message, chain and fork proof from the stored bytes."""
+        report = VerifyReport()
+        loop = asyncio.get_running_loop()
+        if isinstance(self.store, SqliteStore):
+            for problem in await self.store.integrity_check():
+                report.problems.append(("-", 0, f"store-corrupt: {problem}"))
+        for info in await self.store.feeds():
+            report.feeds += 1
+            state = FeedState(info.author)
+            name = feed_id_text(info.author)
+            for start in range(1, info.seq + 1, 1000):
+                raws = await self.store.range(info.author, start, min(info.seq, start + 999))
+                msgs: list[Message] = []
+                for raw in raws:
+                    try:
+                        m = decode_message(raw)
+                        if link(state, m) is not Link.APPEND:
+                            raise InvalidMessage("chain broken", code="broken-chain")
+                    except InvalidMessage as exc:
+                        report.problems.append((name, state.seq + 1, exc.code))
+                        break
+                    msgs.append(m)
+                    state = m.state
+                results = await asyncio.gather(*[
+                    loop.run_in_executor(self._executor, _check_sigs, msgs[i : i + 256])
+                    for i in range(0, len(msgs), 256)
+                ])
+                for bad in results:
+                    report.problems.extend((name, seq, "bad-signature") for seq in bad)
+                report.messages += len(msgs)
+                if len(msgs) < len(raws):
+                    break
+            if state.seq != info.seq or state.head != info.head:
+                report.problems.append((name, info.seq, "head-mismatch"))
+        for raw in await self.store.fork_proofs():
+            report.forks += 1
+            try:
+                decode_fork_proof(raw)
+            except InvalidMessage as exc:
+                report.problems.append(("-", 0, f"bad-fork-proof: {exc.code}"))
+        return report
+
+
+def _check_sigs(msgs: Sequence[Message]) -> list[int]:
+    bad = []
+    for m in msgs:
+        try:
+            check_signature(m)
+        except InvalidMessage:
+            bad.append(m.seq)
+    return bad
+
+
+__all__ = ["Node", "StoreError", "VerifyReport"]

@@ -1,0 +1,135 @@
+"""The Store contract (spec/feed.md §10), shared by MemoryStore and SqliteStore.
+
+A store keeps, per feed, the exact bytes of a contiguous run of validated messages starting at
+seq 1, the head (seq, id), whether the feed is forked, fork proofs, and indexes derived from
+known content types (latest contact per author and target, latest self-chosen name).
+
+Rules every implementation keeps (tests/store/test_contract.py checks both):
+- each public method is one transaction; ``append`` of a batch is atomic;
+- ``append`` refuses (``not-contiguous``) a batch that does not continue the stored head exactly,
+  and (``feed-forked``) any message for a forked feed: validation happens before the store, but
+  the store never lets a gap or a fork into a feed;
+- the store never re-encodes a message: ``range`` and ``get`` return the bytes appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from feedlog.core.content import About, Contact, interpret
+from feedlog.core.errors import StoreError
+from feedlog.core.fork import ForkProof
+from feedlog.core.ids import FeedId, MsgId
+from feedlog.core.message import FeedState, Message
+
+
+@dataclass(frozen=True, slots=True)
+class FeedInfo:
+    author: FeedId
+    seq: int
+    head: MsgId | None
+    forked_seq: int | None = None
+    name: str | None = None
+
+    @property
+    def state(self) -> FeedState:
+        return FeedState(self.author, self.seq, self.head)
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRow:
+    author: FeedId
+    target: FeedId
+    seq: int
+    kind: str
+
+
+class Store(Protocol):
+    async def close(self) -> None: ...
+
+    async def feed(self, author: FeedId) -> FeedInfo | None: ...
+
+    async def feeds(self) -> list[FeedInfo]: ...
+
+    async def append(self, msgs: Sequence[Message]) -> None: ...
+
+    async def get(self, msg_id: MsgId) -> bytes | None: ...
+
+    async def get_seq(self, author: FeedId, seq: int) -> bytes | None: ...
+
+    async def range(self, author: FeedId, first: int, last: int) -> list[bytes]: ...
+
+    async def count(self) -> int: ...
+
+    async def record_fork(self, proof: ForkProof) -> bool: ...
+
+    async def fork_proofs(self, author: FeedId | None = None) -> list[bytes]: ...
+
+    async def contacts(self) -> list[ContactRow]: ...
+
+    async def get_meta(self, key: str) -> str | None: ...
+
+    async def set_meta(self, key: str, value: str | None) -> None: ...
+
+
+def check_contiguous(info: FeedInfo | None, msgs: Sequence[Message]) -> None:
+    """Raise unless ``msgs`` (one feed, in order) continue ``info`` exactly."""
+    if not msgs:
+        return
+    author = msgs[0].author
+    seq = info.seq if info else 0
+    head = info.head if info else None
+    if info is not None and info.forked_seq is not None:
+        raise StoreError(f"feed is forked at seq {info.forked_seq}; nothing more is appended",
+                         code="feed-forked")
+    for m in msgs:
+        if m.author != author or m.seq != seq + 1 or m.previous != head:
+            raise StoreError(
+                f"message seq {m.seq} does not continue the stored head {seq}",
+                code="not-contiguous",
+            )
+        seq, head = m.seq, m.id
+
+
+def derived_rows(msgs: Sequence[Message]) -> tuple[list[ContactRow], list[tuple[FeedId, int, str]]]:
+    """Contact and name index rows for the known content types among ``msgs``."""
+    contacts: list[ContactRow] = []
+    names: list[tuple[FeedId, int, str]] = []
+    for m in msgs:
+        if m.value is None or m.value.get("type") not in (
+            "follow", "unfollow", "block", "unblock", "about"
+        ):
+            continue
+        meaning = interpret(m.value)
+        if isinstance(meaning, Contact):
+            contacts.append(ContactRow(m.author, meaning.feed, m.seq, meaning.kind))
+        elif isinstance(meaning, About):
+            names.append((m.author, m.seq, meaning.name))
+    return contacts, names
+
+
+def plan_append(
+    lookup: Callable[[FeedId], FeedInfo | None], msgs: Sequence[Message]
+) -> dict[FeedId, FeedInfo]:
+    """Check a whole batch (possibly several feeds, possibly several runs of one feed) against
+    the stored heads given by ``lookup``; return the new head of every feed it touches."""
+    heads: dict[FeedId, FeedInfo] = {}
+    for run in group_by_feed(msgs):
+        a = run[0].author
+        info = heads[a] if a in heads else lookup(a)
+        check_contiguous(info, run)
+        heads[a] = FeedInfo(a, run[-1].seq, run[-1].id, info.forked_seq if info else None)
+    return heads
+
+
+def group_by_feed(msgs: Sequence[Message]) -> list[list[Message]]:
+    """Split a batch into runs of one feed, keeping order."""
+    runs: list[list[Message]] = []
+    for m in msgs:
+        if runs and runs[-1][0].author == m.author:
+            runs[-1].append(m)
+        else:
+            runs.append([m])
+    return runs

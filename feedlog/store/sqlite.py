@@ -1,0 +1,285 @@
+"""SQLite Store (store/base.py contract). The only module with SQL in it.
+
+One file per node, WAL journal, ``synchronous=FULL`` (a published message that a peer has seen
+must survive a power cut, or its author would fork themselves; with batches of 1000 the fsync
+costs nothing measurable). The schema is versioned with ``PRAGMA user_version`` and marked as
+ours with ``PRAGMA application_id``, so a foreign or newer database is refused instead of being
+written to. Batches are one transaction of a few ``executemany`` calls, never one await per row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from feedlog.core.errors import StoreError
+from feedlog.core.fork import ForkProof
+from feedlog.core.ids import FeedId, MsgId
+from feedlog.core.message import Message
+from feedlog.store.base import ContactRow, FeedInfo, derived_rows, plan_append
+
+APPLICATION_ID = 0x46444C47  # "FDLG"
+SCHEMA_VERSION = 1
+
+_SCHEMA = [
+    """CREATE TABLE messages (
+        rx INTEGER PRIMARY KEY,
+        author BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        id BLOB NOT NULL UNIQUE,
+        timestamp INTEGER NOT NULL,
+        type TEXT,
+        raw BLOB NOT NULL,
+        UNIQUE (author, seq)
+    )""",
+    """CREATE TABLE feeds (
+        author BLOB PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        head BLOB,
+        forked_seq INTEGER
+    ) WITHOUT ROWID""",
+    """CREATE TABLE forks (
+        author BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        proof BLOB NOT NULL,
+        PRIMARY KEY (author, seq, proof)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE contacts (
+        author BLOB NOT NULL,
+        target BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        PRIMARY KEY (author, target)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE names (
+        author BLOB PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID""",
+]
+
+
+def _store_error(exc: BaseException, path: Path) -> StoreError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
+        return StoreError(f"{path} is not a feedlog database (corrupt or foreign)",
+                          code="store-corrupt")
+    if "database or disk is full" in text:
+        return StoreError(f"disk full while writing {path}; nothing was changed",
+                          code="disk-full")
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"{path} is read-only", code="store-read-only")
+    if "malformed" in text or "corrupt" in text:
+        return StoreError(f"{path} is corrupt: {text}", code="store-corrupt")
+    if "locked" in text or "busy" in text:
+        return StoreError(f"{path} is locked by another process", code="store-busy")
+    return StoreError(f"{path}: {text}", code="store-error")
+
+
+class SqliteStore:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._db = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path, *, create: bool = True) -> SqliteStore:
+        """Open (and, when ``create``, initialise) the store at ``path``."""
+        path = Path(path)
+        if not create and not path.exists():
+            raise StoreError(f"no store at {path}", code="no-store")
+        try:
+            conn = await aiosqlite.connect(str(path), isolation_level=None)
+        except (sqlite3.Error, OSError) as exc:
+            raise _store_error(exc, path) from None
+        store = cls(conn, path)
+        try:
+            await store._setup()
+        except BaseException as exc:
+            await conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _store_error(exc, path) from None
+            raise
+        return store
+
+    async def _setup(self) -> None:
+        db = self._db
+        await db.execute("PRAGMA busy_timeout = 5000")
+        app = await self._scalar("PRAGMA application_id")
+        version = await self._scalar("PRAGMA user_version")
+        tables = await self._scalar("SELECT count(*) FROM sqlite_master")
+        if app == 0 and version == 0 and tables == 0:
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("BEGIN IMMEDIATE")
+            for stmt in _SCHEMA:
+                await db.execute(stmt)
+            await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await db.execute("COMMIT")
+        elif app != APPLICATION_ID:
+            raise StoreError(f"{self.path} is a SQLite database of another program",
+                             code="foreign-store")
+        elif version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema {version}; this feedlog knows up to {SCHEMA_VERSION}: "
+                "upgrade feedlog", code="store-too-new")
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute("PRAGMA synchronous = FULL")
+        await db.execute("PRAGMA foreign_keys = ON")
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._db.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            async with self._db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from None
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def set_max_pages(self, pages: int) -> None:
+        """Cap the database size (tests of a full disk)."""
+        await self._db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+    async def feed(self, author: FeedId) -> FeedInfo | None:
+        rows = await self._rows(
+            "SELECT f.seq, f.head, f.forked_seq, n.name FROM feeds f "
+            "LEFT JOIN names n ON n.author = f.author WHERE f.author = ?", (author,))
+        if not rows:
+            return None
+        seq, head, forked, name = rows[0]
+        return FeedInfo(author, seq, None if head is None else MsgId(head), forked, name)
+
+    async def feeds(self) -> list[FeedInfo]:
+        rows = await self._rows(
+            "SELECT f.author, f.seq, f.head, f.forked_seq, n.name FROM feeds f "
+            "LEFT JOIN names n ON n.author = f.author ORDER BY f.author")
+        return [FeedInfo(FeedId(a), s, None if h is None else MsgId(h), fk, n)
+                for a, s, h, fk, n in rows]
+
+    async def append(self, msgs: Sequence[Message]) -> None:
+        if not msgs:
+            return
+        authors = sorted({m.author for m in msgs})
+        db = self._db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                stored: dict[FeedId, FeedInfo] = {}
+                for i in range(0, len(authors), 500):
+                    chunk = authors[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    async with db.execute(
+                        f"SELECT author, seq, head, forked_seq FROM feeds "
+                        f"WHERE author IN ({marks})", chunk) as cur:
+                        for a, s, h, fk in await cur.fetchall():
+                            stored[FeedId(a)] = FeedInfo(FeedId(a), s, h, fk)
+                heads = plan_append(stored.get, msgs)
+                await db.executemany(
+                    "INSERT INTO messages (author, seq, id, timestamp, type, raw) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(m.author, m.seq, m.id, m.timestamp, m.type, m.raw) for m in msgs])
+                await db.executemany(
+                    "INSERT INTO feeds (author, seq, head) VALUES (?, ?, ?) "
+                    "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, head = excluded.head",
+                    [(h.author, h.seq, h.head) for h in heads.values()])
+                contacts, names = derived_rows(msgs)
+                if contacts:
+                    await db.executemany(
+                        "INSERT INTO contacts (author, target, seq, kind) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (author, target) DO UPDATE SET seq = excluded.seq, "
+                        "kind = excluded.kind WHERE excluded.seq > contacts.seq",
+                        [(c.author, c.target, c.seq, c.kind) for c in contacts])
+                if names:
+                    await db.executemany(
+                        "INSERT INTO names (author, seq, name) VALUES (?, ?, ?) "
+                        "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, "
+                        "name = excluded.name WHERE excluded.seq > names.seq", names)
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from None
+
+    async def get(self, msg_id: MsgId) -> bytes | None:
+        rows = await self._rows("SELECT raw FROM messages WHERE id = ?", (msg_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    async def get_seq(self, author: FeedId, seq: int) -> bytes | None:
+        rows = await self._rows("SELECT raw FROM messages WHERE author = ? AND seq = ?",
+                                (author, seq))
+        return bytes(rows[0][0]) if rows else None
+
+    async def range(self, author: FeedId, first: int, last: int) -> list[bytes]:
+        rows = await self._rows(
+            "SELECT raw FROM messages WHERE author = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            (author, first, last))
+        return [bytes(r[0]) for r in rows]
+
+    async def count(self) -> int:
+        rows = await self._rows("SELECT count(*) FROM messages")
+        return int(rows[0][0])
+
+    async def record_fork(self, proof: ForkProof) -> bool:
+        db = self._db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = await db.execute(
+                    "INSERT OR IGNORE INTO forks (author, seq, proof) VALUES (?, ?, ?)",
+                    (proof.author, proof.seq, proof.encode()))
+                added = cur.rowcount > 0
+                await db.execute(
+                    "INSERT INTO feeds (author, seq, head, forked_seq) VALUES (?, 0, NULL, ?) "
+                    "ON CONFLICT (author) DO UPDATE SET forked_seq = "
+                    "min(coalesce(forked_seq, excluded.forked_seq), excluded.forked_seq)",
+                    (proof.author, proof.seq))
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from None
+        return added
+
+    async def fork_proofs(self, author: FeedId | None = None) -> list[bytes]:
+        if author is None:
+            rows = await self._rows("SELECT proof FROM forks ORDER BY author, seq, proof")
+        else:
+            rows = await self._rows(
+                "SELECT proof FROM forks WHERE author = ? ORDER BY seq, proof", (author,))
+        return [bytes(r[0]) for r in rows]
+
+    async def contacts(self) -> list[ContactRow]:
+        rows = await self._rows(
+            "SELECT author, target, seq, kind FROM contacts ORDER BY author, target")
+        return [ContactRow(FeedId(a), FeedId(t), s, k) for a, t, s, k in rows]
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = await self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def set_meta(self, key: str, value: str | None) -> None:
+        try:
+            if value is None:
+                await self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                await self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from None
+
+    async def integrity_check(self) -> list[str]:
+        rows = await self._rows("PRAGMA integrity_check")
+        return [str(r[0]) for r in rows if r[0] != "ok"]
