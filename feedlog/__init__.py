@@ -1,0 +1,1 @@
+"""feedlog: per-author append-only signed logs and their replication."""
