@@ -19,6 +19,13 @@ Invariants of the reader:
   at most ``receive_budget()`` bytes at a time.
 - The first ProtocolError kills the reader: later ``receive_data`` calls raise it again.
   Chunks that authenticated before the failure can still be taken.
+
+Driving a reader from a shell:
+
+    while not reader.closed:
+        reader.receive_data(read_up_to(reader.receive_budget()))   # b"" at EOF
+        for chunk in reader:
+            handle(chunk)
 """
 
 from __future__ import annotations

@@ -19,6 +19,14 @@ Invariants:
 - The first failure kills the object: pending output is dropped, ``data_to_send`` returns b""
   forever and every other call raises the same error again. The handshake sends nothing after
   a failure, so a peer learns nothing from a wrong guess.
+
+Driving it from a shell (either role):
+
+    write(hs.data_to_send())
+    while not hs.done:
+        hs.receive_data(read_up_to(hs.bytes_needed()))   # b"" at EOF
+        write(hs.data_to_send())                         # the server's msg4 comes out here
+    keys, early = hs.result, hs.leftover()               # early bytes go to the box-stream
 """
 
 from __future__ import annotations
