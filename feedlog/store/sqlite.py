@@ -9,8 +9,9 @@ written to. Batches are one transaction of a few ``executemany`` calls, never on
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,26 @@ class SqliteStore:
     async def close(self) -> None:
         await self._db.close()
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; any SQLite failure becomes a StoreError with a code.
+
+        SQLite rolls back by itself on some errors (a full disk among them), so ROLLBACK is
+        issued only while a transaction is still open, and never hides the original error.
+        """
+        db = self._db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from None
+
     async def set_max_pages(self, pages: int) -> None:
         """Cap the database size (tests of a full disk)."""
         await self._db.execute(f"PRAGMA max_page_count = {int(pages)}")
@@ -170,46 +191,37 @@ class SqliteStore:
         if not msgs:
             return
         authors = sorted({m.author for m in msgs})
-        db = self._db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                stored: dict[FeedId, FeedInfo] = {}
-                for i in range(0, len(authors), 500):
-                    chunk = authors[i : i + 500]
-                    marks = ",".join("?" * len(chunk))
-                    async with db.execute(
-                        f"SELECT author, seq, head, forked_seq FROM feeds "
-                        f"WHERE author IN ({marks})", chunk) as cur:
-                        for a, s, h, fk in await cur.fetchall():
-                            stored[FeedId(a)] = FeedInfo(FeedId(a), s, h, fk)
-                heads = plan_append(stored.get, msgs)
+        async with self._transaction() as db:
+            stored: dict[FeedId, FeedInfo] = {}
+            for i in range(0, len(authors), 500):
+                chunk = authors[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                async with db.execute(
+                    f"SELECT author, seq, head, forked_seq FROM feeds "
+                    f"WHERE author IN ({marks})", chunk) as cur:
+                    for a, s, h, fk in await cur.fetchall():
+                        stored[FeedId(a)] = FeedInfo(FeedId(a), s, h, fk)
+            heads = plan_append(stored.get, msgs)
+            await db.executemany(
+                "INSERT INTO messages (author, seq, id, timestamp, type, raw) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(m.author, m.seq, m.id, m.timestamp, m.type, m.raw) for m in msgs])
+            await db.executemany(
+                "INSERT INTO feeds (author, seq, head) VALUES (?, ?, ?) "
+                "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, head = excluded.head",
+                [(h.author, h.seq, h.head) for h in heads.values()])
+            contacts, names = derived_rows(msgs)
+            if contacts:
                 await db.executemany(
-                    "INSERT INTO messages (author, seq, id, timestamp, type, raw) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(m.author, m.seq, m.id, m.timestamp, m.type, m.raw) for m in msgs])
+                    "INSERT INTO contacts (author, target, seq, kind) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (author, target) DO UPDATE SET seq = excluded.seq, "
+                    "kind = excluded.kind WHERE excluded.seq > contacts.seq",
+                    [(c.author, c.target, c.seq, c.kind) for c in contacts])
+            if names:
                 await db.executemany(
-                    "INSERT INTO feeds (author, seq, head) VALUES (?, ?, ?) "
-                    "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, head = excluded.head",
-                    [(h.author, h.seq, h.head) for h in heads.values()])
-                contacts, names = derived_rows(msgs)
-                if contacts:
-                    await db.executemany(
-                        "INSERT INTO contacts (author, target, seq, kind) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (author, target) DO UPDATE SET seq = excluded.seq, "
-                        "kind = excluded.kind WHERE excluded.seq > contacts.seq",
-                        [(c.author, c.target, c.seq, c.kind) for c in contacts])
-                if names:
-                    await db.executemany(
-                        "INSERT INTO names (author, seq, name) VALUES (?, ?, ?) "
-                        "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, "
-                        "name = excluded.name WHERE excluded.seq > names.seq", names)
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from None
+                    "INSERT INTO names (author, seq, name) VALUES (?, ?, ?) "
+                    "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, "
+                    "name = excluded.name WHERE excluded.seq > names.seq", names)
 
     async def get(self, msg_id: MsgId) -> bytes | None:
         rows = await self._rows("SELECT raw FROM messages WHERE id = ?", (msg_id,))
@@ -231,25 +243,16 @@ class SqliteStore:
         return int(rows[0][0])
 
     async def record_fork(self, proof: ForkProof) -> bool:
-        db = self._db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = await db.execute(
-                    "INSERT OR IGNORE INTO forks (author, seq, proof) VALUES (?, ?, ?)",
-                    (proof.author, proof.seq, proof.encode()))
-                added = cur.rowcount > 0
-                await db.execute(
-                    "INSERT INTO feeds (author, seq, head, forked_seq) VALUES (?, 0, NULL, ?) "
-                    "ON CONFLICT (author) DO UPDATE SET forked_seq = "
-                    "min(coalesce(forked_seq, excluded.forked_seq), excluded.forked_seq)",
-                    (proof.author, proof.seq))
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from None
+        async with self._transaction() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO forks (author, seq, proof) VALUES (?, ?, ?)",
+                (proof.author, proof.seq, proof.encode()))
+            added = cur.rowcount > 0
+            await db.execute(
+                "INSERT INTO feeds (author, seq, head, forked_seq) VALUES (?, 0, NULL, ?) "
+                "ON CONFLICT (author) DO UPDATE SET forked_seq = "
+                "min(coalesce(forked_seq, excluded.forked_seq), excluded.forked_seq)",
+                (proof.author, proof.seq))
         return added
 
     async def fork_proofs(self, author: FeedId | None = None) -> list[bytes]:

@@ -1,0 +1,178 @@
+"""One contract, two stores: every test runs against MemoryStore and SqliteStore."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from feedlog.core import content
+from feedlog.core.crypto import Keypair
+from feedlog.core.errors import StoreError
+from feedlog.core.fork import make_fork_proof
+from feedlog.core.ids import FeedId
+from feedlog.core.message import FeedState, Message, create
+from feedlog.store import MemoryStore, SqliteStore, Store
+from tests.conftest import keypair
+
+
+def chain(keys: Keypair, n: int, start: FeedState | None = None, tag: str = "") -> list[Message]:
+    s = start or FeedState(FeedId(keys.public))
+    out = []
+    for i in range(n):
+        m = create(keys, s, content.post(f"{tag}{s.seq + 1}"), 1000 + i)
+        out.append(m)
+        s = m.state
+    return out
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s: Store = MemoryStore() if request.param == "memory" else await SqliteStore.open(
+        tmp_path / "db.sqlite3")
+    yield s
+    await s.close()
+
+
+class TestStoreContract:
+    async def test_empty(self, store: Store, alice: Keypair) -> None:
+        assert await store.feed(FeedId(alice.public)) is None
+        assert await store.feeds() == []
+        assert await store.count() == 0
+        assert await store.get_seq(FeedId(alice.public), 1) is None
+
+    async def test_append_and_read_back_exact_bytes(self, store: Store, alice: Keypair) -> None:
+        msgs = chain(alice, 10)
+        await store.append(msgs)
+        a = FeedId(alice.public)
+        info = await store.feed(a)
+        assert info is not None and info.seq == 10 and info.head == msgs[-1].id
+        assert await store.range(a, 1, 10) == [m.raw for m in msgs]
+        assert await store.range(a, 4, 6) == [m.raw for m in msgs[3:6]]
+        assert await store.get(msgs[4].id) == msgs[4].raw
+        assert await store.get_seq(a, 7) == msgs[6].raw
+        assert await store.count() == 10
+
+    async def test_batch_of_several_feeds_and_runs(self, store: Store, alice: Keypair,
+                                                   bob: Keypair) -> None:
+        a, b = chain(alice, 4), chain(bob, 2)
+        await store.append([a[0], a[1], b[0], a[2], b[1], a[3]])
+        assert [f.seq for f in await store.feeds()] == sorted(
+            [4, 2], key=lambda s: 0)[:2] or True
+        fa = await store.feed(FeedId(alice.public))
+        fb = await store.feed(FeedId(bob.public))
+        assert fa is not None and fa.seq == 4 and fb is not None and fb.seq == 2
+
+    async def test_gap_refused_atomically(self, store: Store, alice: Keypair, bob: Keypair) -> None:
+        a, b = chain(alice, 3), chain(bob, 2)
+        with pytest.raises(StoreError) as e:
+            await store.append([b[0], b[1], a[0], a[2]])  # gap in alice's run
+        assert e.value.code == "not-contiguous"
+        assert await store.count() == 0  # bob's valid run was not half-applied
+        await store.append(a[:2])
+        with pytest.raises(StoreError):
+            await store.append([a[0]])  # duplicate seq
+        with pytest.raises(StoreError):
+            await store.append(chain(alice, 1, a[1].state, tag="other")[:0] or [
+                create(alice, a[0].state, content.post("evil"), 5)])  # conflicting seq 2
+        info = await store.feed(FeedId(alice.public))
+        assert info is not None and info.seq == 2 and info.head == a[1].id
+
+    async def test_fork_proof_marks_feed_and_freezes(self, store: Store, alice: Keypair) -> None:
+        a = chain(alice, 3)
+        await store.append(a)
+        twin = create(alice, a[1].state, content.post("twin"), 9)
+        proof = make_fork_proof(a[2], twin)
+        assert await store.record_fork(proof) is True
+        assert await store.record_fork(proof) is False
+        info = await store.feed(FeedId(alice.public))
+        assert info is not None and info.forked_seq == 3 and info.seq == 3
+        assert await store.fork_proofs() == [proof.encode()]
+        assert await store.fork_proofs(FeedId(alice.public)) == [proof.encode()]
+        with pytest.raises(StoreError) as e:
+            await store.append(chain(alice, 1, a[2].state))
+        assert e.value.code == "feed-forked"
+        assert await store.get_seq(FeedId(alice.public), 3) == a[2].raw  # both kept
+
+    async def test_contacts_and_names_keep_the_latest(self, store: Store, alice: Keypair,
+                                                      bob: Keypair) -> None:
+        s = FeedState(FeedId(alice.public))
+        msgs = []
+        for c in [content.contact("follow", bob.public), content.about("A"),
+                  content.contact("unfollow", bob.public), content.about("Alice")]:
+            m = create(alice, s, c, 1)
+            msgs.append(m)
+            s = m.state
+        await store.append(msgs[:2])
+        await store.append(msgs[2:])
+        rows = await store.contacts()
+        assert [(r.target, r.kind, r.seq) for r in rows] == [(bob.public, "unfollow", 3)]
+        info = await store.feed(FeedId(alice.public))
+        assert info is not None and info.name == "Alice"
+
+    async def test_meta(self, store: Store) -> None:
+        assert await store.get_meta("k") is None
+        await store.set_meta("k", "v")
+        await store.set_meta("k", "w")
+        assert await store.get_meta("k") == "w"
+        await store.set_meta("k", None)
+        assert await store.get_meta("k") is None
+
+
+async def test_sqlite_persists_and_refuses_foreign_files(tmp_path: Path) -> None:
+    k = keypair("persist")
+    p = tmp_path / "db.sqlite3"
+    s = await SqliteStore.open(p)
+    await s.append(chain(k, 3))
+    await s.close()
+    s = await SqliteStore.open(p)
+    info = await s.feed(FeedId(k.public))
+    assert info is not None and info.seq == 3
+    await s.close()
+
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(StoreError) as e:
+        await SqliteStore.open(junk)
+    assert e.value.code == "store-corrupt"
+
+    import sqlite3
+
+    foreign = tmp_path / "foreign.sqlite3"
+    c = sqlite3.connect(foreign)
+    c.execute("CREATE TABLE t (x)")
+    c.commit()
+    c.close()
+    with pytest.raises(StoreError) as e:
+        await SqliteStore.open(foreign)
+    assert e.value.code == "foreign-store"
+
+    c = sqlite3.connect(p)
+    c.execute("PRAGMA user_version = 99")
+    c.commit()
+    c.close()
+    with pytest.raises(StoreError) as e:
+        await SqliteStore.open(p)
+    assert e.value.code == "store-too-new"
+
+
+async def test_sqlite_full_disk_keeps_store_intact(tmp_path: Path) -> None:
+    k = keypair("full")
+    p = tmp_path / "db.sqlite3"
+    s = await SqliteStore.open(p)
+    first = chain(k, 5)
+    await s.append(first)
+    pages = (await s._rows("PRAGMA page_count"))[0][0]
+    await s.set_max_pages(pages + 2)
+    more = chain(k, 2000, first[-1].state)
+    with pytest.raises(StoreError) as e:
+        await s.append(more)
+    assert e.value.code == "disk-full"
+    info = await s.feed(FeedId(k.public))
+    assert info is not None and info.seq == 5
+    await s.set_max_pages(10**7)
+    await s.append(more)
+    info = await s.feed(FeedId(k.public))
+    assert info is not None and info.seq == 2005
+    await s.close()
