@@ -1,0 +1,1 @@
+"""feedlog: per-author append-only signed feeds, replicated and stitched into group views."""
