@@ -4,11 +4,11 @@ A group is named by its root message; every post in it names the root and the ti
 (spec/view.md §2-§3). This module turns a set of such posts into one display order that every node
 holding the same set computes identically, whatever order the posts arrived in:
 
-- Precedence (§4.1): a post comes after every present post it names in ``refs`` or ``reply``, and
+- Precedence (§4.2): a post comes after every present post it names in ``refs`` or ``reply``, and
   after every post of the same author with a lower seq. Names of absent posts add nothing.
-- Cycles (§4.2) need forged ids. If the graph has one, strongly connected components are computed
-  once, and every reference between two members of one component is ignored unless it agrees with
-  author order. A self-reference is such a reference. Author order alone is acyclic.
+- Cycles (§4.2 rule 3) need forged ids. If the graph has one, strongly connected components are
+  computed once, and every reference between two members of one component is ignored unless it
+  agrees with author order; so is every self-reference. Author order alone is acyclic.
 - Order (§4.3): Kahn's algorithm, always taking the ready post with the smallest
   (timestamp, id). The ready set after each step is a function of the set of posts, so the order
   is too; posts with missing references are placed by the same rule and flagged.
@@ -250,7 +250,7 @@ def _graph(
     author_preds: list[list[int]],
     comp: list[int] | None,
 ) -> _Graph:
-    """The precedence graph (spec/view.md §4.1), the ignored references and the absent ones.
+    """The precedence graph (spec/view.md §4.2), the ignored references and the absent ones.
 
     With ``comp`` None only self-references are ignored; otherwise also every reference inside
     one component that author order does not already imply (spec/view.md §4.2).
