@@ -108,6 +108,7 @@ def _cases() -> list[dict[str, Any]]:
 def test_vector(case: dict[str, Any]) -> None:
     root, messages = _load_case(case)
     want = case["expected"]
+    _agrees_with_spec(order_group(root, messages), messages)
     for view in (order_group(root, messages), _indexed(root, _ref(case["group"]).id, messages)):
         assert [i.hex() for i in view.order] == want["order"]
         assert view.tips == _refs(want["tips"])
@@ -427,6 +428,56 @@ def _check_constraints(view: GroupView, *, honest: bool = False) -> None:
         last[m.author] = m.seq
 
 
+def _spec_order(
+    msgs: list[GroupMessage],
+) -> tuple[list[bytes], dict[bytes, set[MsgRef]], set[bytes]]:
+    """spec/view.md §4 read literally, quadratic and independent of view.py: the order, the
+    ignored references per post, and the ids of the tips."""
+    posts = {m.id: m for m in msgs}
+    names: list[tuple[bytes, bytes, MsgRef]] = []  # (earlier, later, the msgref)
+    ignored: dict[bytes, set[MsgRef]] = {}
+    for msg in posts.values():
+        for r in msg.refs if msg.reply is None else (*msg.refs, msg.reply):
+            if r.id == msg.id:
+                ignored.setdefault(msg.id, set()).add(r)
+            elif r.id in posts:
+                names.append((r.id, msg.id, r))
+
+    def by_author(n: bytes, m: bytes) -> bool:
+        return posts[n].author == posts[m].author and posts[n].seq < posts[m].seq
+
+    author_edges = {(n, m) for n in posts for m in posts if by_author(n, m)}
+    edges = {(n, m) for n, m, _ in names} | author_edges
+    reach = {n: {n} for n in posts}
+    changed = True
+    while changed:
+        changed = False
+        for n, m in edges:
+            if not reach[m] <= reach[n]:
+                reach[n] |= reach[m]
+                changed = True
+    kept = set(author_edges)
+    for n, m, r in names:
+        same_component = n in reach[m] and m in reach[n]
+        if not same_component or by_author(n, m):
+            kept.add((n, m))
+        else:
+            ignored.setdefault(m, set()).add(r)
+    order: list[bytes] = []
+    while len(order) < len(posts):
+        ready = [m for m in posts if m not in order and all(n in order for n, k in kept if k == m)]
+        order.append(min(ready, key=lambda i: (posts[i].timestamp, i)))
+    tips_ = {n for n in posts if not any(k == n for k, _ in kept)}
+    return order, ignored, tips_
+
+
+def _agrees_with_spec(view: GroupView, msgs: list[GroupMessage]) -> None:
+    order, ignored, tips_ = _spec_order(msgs)
+    assert list(view.order) == order
+    assert {e.message.id: set(e.ignored_refs) for e in view.entries if e.ignored_refs} == ignored
+    assert {r.id for r in view.tips} == tips_ or (not msgs and view.tips == (GREF,))
+
+
 histories = st.builds(
     simulate,
     st.randoms(use_true_random=False),
@@ -445,6 +496,7 @@ def test_order_is_a_function_of_the_set(
     full = order_group(root, msgs)
     # (c) references and author order respected; (d) nothing lost or repeated.
     _check_constraints(full, honest=True)
+    _agrees_with_spec(full, msgs)
     assert sorted(full.order) == sorted(m.id for m in msgs)
     assert full.complete
     # (a) any arrival order, with repeats, gives the same view.
@@ -539,6 +591,7 @@ def test_forged_references_still_give_one_order(
 ) -> None:
     full = order_group(ROOT, msgs)
     _check_constraints(full)
+    _agrees_with_spec(full, msgs)
     assert sorted(full.order) == sorted(m.id for m in msgs)
     shuffled = list(msgs)
     rng.shuffle(shuffled)
