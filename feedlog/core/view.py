@@ -15,9 +15,11 @@ holding the same set computes identically, whatever order the posts arrived in:
 - Completeness (§5): every named but absent message, grouped by author feed with the highest seq
   missing, so a caller knows how far to fetch.
 
-``GroupIndex`` keeps the same result incrementally: a post that follows every current tip and that
-nothing present names is appended in O(refs); anything else marks the index for one recomputation
-on the next read. Pure: standard library only, no clock, no IO.
+``GroupIndex`` keeps the same result incrementally (§6): a post that nothing present follows is
+inserted where Kahn's algorithm would have picked it, found by scanning back from the end to its
+last predecessor, so a post that follows every tip is appended in O(refs) and a concurrent one
+costs a short scan; anything else marks the index for one recomputation on the next read.
+Pure: standard library only, no clock, no IO.
 """
 
 from __future__ import annotations
@@ -426,14 +428,17 @@ def tips(root: MsgRef, messages: Iterable[GroupMessage]) -> tuple[MsgRef, ...]:
 
 # --- incremental --------------------------------------------------------------------------------
 
+_SCAN_LIMIT = 256  # entries GroupIndex scans back to place a concurrent post before giving up
+
 
 class GroupIndex:
     """One group's view kept up to date as posts arrive (spec/view.md §6).
 
-    ``add`` appends in O(refs) when the post follows every current tip and nothing present names
-    it (a post by someone who had seen everything we have); otherwise it only records the post and
-    the next read recomputes the whole view once. ``view()`` always equals ``order_group`` of the
-    same root and posts.
+    ``add`` places a post directly when no present post follows it: at the end in O(refs) when it
+    follows every current tip (its author had seen everything we have), otherwise after a scan
+    back to its last predecessor (a concurrent post). In any other case it only records the post,
+    and the next read recomputes the whole view once. ``view()`` always equals ``order_group`` of
+    the same root and posts.
     """
 
     __slots__ = (
@@ -506,11 +511,12 @@ class GroupIndex:
             return
         self._by_id[msg.id] = msg
         self._view = None
-        if self._dirty or not self._append(msg):
+        if self._dirty or not self._place(msg):
             self._dirty = True
 
-    def _append(self, m: GroupMessage) -> bool:
-        """Append ``m`` at the end if the order of the others cannot change (spec/view.md §6)."""
+    def _place(self, m: GroupMessage) -> bool:
+        """Insert ``m`` if no present post follows it, so that the rest cannot change
+        (spec/view.md §6); False if the view must be recomputed instead."""
         if m.id in self._named:
             return False
         top = self._author_top.get(m.author)
@@ -523,15 +529,31 @@ class GroupIndex:
                 return False
             if r.id in self._by_id:
                 preds.add(r.id)
-        if not self._sinks <= preds:
-            return False
+        # Kahn's algorithm on the old posts runs unchanged until m is ready (after its last
+        # predecessor); m is then picked before the first later post with a greater key.
+        # The scan is bounded so that posts arriving far out of order cost O(1) each and one
+        # recomputation, not a scan of the whole list each.
+        entries = self._entries
+        key = (m.timestamp, m.id)
+        at = len(entries)
+        stop = max(-1, len(entries) - 1 - _SCAN_LIMIT)
+        for i in range(len(entries) - 1, stop, -1):
+            other = entries[i].message
+            if other.id in preds:
+                break
+            if (other.timestamp, other.id) > key:
+                at = i
+        else:
+            if stop != -1:
+                return False
         root_id = self._root.id if self._root is not None else None
         missing = sorted({r for r in m.refs if r.id not in self._by_id and r.id != root_id})
         reply_missing = (
             m.reply is not None and m.reply.id not in self._by_id and m.reply.id != root_id
         )
-        self._entries.append(Entry(m, tuple(missing), reply_missing))
-        self._sinks = {m.id}
+        entries.insert(at, Entry(m, tuple(missing), reply_missing))
+        self._sinks -= preds
+        self._sinks.add(m.id)
         self._note(m)
         return True
 

@@ -304,6 +304,17 @@ def test_index_appends_without_recomputing_in_causal_order() -> None:
     assert index.tips() == (history[-1].ref,)
 
 
+def test_index_places_concurrent_posts_without_recomputing() -> None:
+    history = simulate_rounds(random.Random(8), 6, 2000)
+    index = GroupIndex(ROOT.id, ROOT)
+    for k, m in enumerate(history):
+        index.add(m)
+        if k % 97 == 0:
+            assert index.view() == order_group(ROOT, history[: k + 1])
+    assert index.recomputations == 0
+    assert index.view() == order_group(ROOT, history)
+
+
 def test_index_late_post_named_by_a_present_one() -> None:
     # x names m before m arrives; m then names x, the only tip (a forged cycle). Appending m
     # would keep x's stale "missing" flag and miss the cycle: the index must recompute.
