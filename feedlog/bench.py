@@ -1,0 +1,137 @@
+"""`make bench`: throughput figures as ratios to raw pynacl measured in the same run.
+
+Targets (docs/LIMITS.md): publish in batches >= 0.5 x raw sign rate; validate + store of a
+100k-message feed on one core >= 0.8 x raw one-core verify rate. The machine is shared and
+noisy, so each raw rate is measured right before the figure it is compared with, and the
+median of several runs is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nacl.signing
+
+from feedlog.core.message import SIGN_TAG, Message
+from feedlog.ingest import Ingestor
+from feedlog.node import Node
+from feedlog.store.sqlite import SqliteStore
+
+
+def raw_sign_rate(msgs: list[Message], n: int = 5000) -> float:
+    key = nacl.signing.SigningKey(os.urandom(32))
+    data = [SIGN_TAG + m.header for m in msgs[:n]]
+    t = time.perf_counter()
+    for d in data:
+        key.sign(d)
+    return len(data) / (time.perf_counter() - t)
+
+
+def raw_verify_rate(msgs: list[Message], n: int = 5000) -> float:
+    vk = nacl.signing.VerifyKey(msgs[0].author)
+    pairs = [(SIGN_TAG + m.header, m.signature) for m in msgs[:n]]
+    t = time.perf_counter()
+    for d, s in pairs:
+        vk.verify(d, s)
+    return len(pairs) / (time.perf_counter() - t)
+
+
+def raw_verify_rate_all_cores(msgs: list[Message], n: int = 10000) -> float:
+    vk = nacl.signing.VerifyKey(msgs[0].author)
+    pairs = [(SIGN_TAG + m.header, m.signature) for m in msgs[:n]]
+    workers = os.cpu_count() or 1
+    chunks = [pairs[i::workers] for i in range(workers)]
+
+    def run(chunk: list[tuple[bytes, bytes]]) -> None:
+        for d, s in chunk:
+            vk.verify(d, s)
+
+    with ThreadPoolExecutor(workers) as pool:
+        t = time.perf_counter()
+        list(pool.map(run, chunks))
+        return len(pairs) / (time.perf_counter() - t)
+
+
+async def bench(n: int, rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="feedlog-bench-") as tmp:
+        node = await Node.init(Path(tmp) / "author")
+        texts = [f"benchmark message {i} " + "x" * 200 for i in range(n)]
+
+        # 1. publish through the library in batches of 1000
+        pub_ratios, pub_rates = [], []
+        msgs: list[Message] = []
+        t0 = time.perf_counter()
+        for i in range(0, n, 1000):
+            if i and i % (n // rounds or n) == 0 or i == 0:
+                pass
+            t = time.perf_counter()
+            batch = await node.publish_many(texts[i : i + 1000])
+            rate = len(batch) / (time.perf_counter() - t)
+            msgs.extend(batch)
+            if (i // 1000) % max(1, n // 1000 // rounds) == 0:
+                raw = raw_sign_rate(batch, 1000)
+                pub_rates.append(rate)
+                pub_ratios.append(rate / raw)
+        total = time.perf_counter() - t0
+        print(f"publish: {n} messages in {total:.1f} s ({n / total:,.0f} msg/s); "
+              f"median batch rate {statistics.median(pub_rates):,.0f} msg/s; "
+              f"ratio to raw sign: {statistics.median(pub_ratios):.2f} (goal >= 0.5)")
+        raws = [m.raw for m in msgs]
+
+        # 2. validate + store the whole feed into a fresh store, verifying on one core
+        ratios, rates = [], []
+        for r in range(rounds):
+            raw_rate = raw_verify_rate(msgs)
+            store = await SqliteStore.open(Path(tmp) / f"one-core-{r}.sqlite3")
+            ing = Ingestor(store)  # no executor: signatures checked on the event loop thread
+            t = time.perf_counter()
+            for i in range(0, len(raws), 1000):
+                await ing.put(raws[i : i + 1000])
+            rep = await ing.finish()
+            rate = n / (time.perf_counter() - t)
+            await store.close()
+            if rep.added != n:
+                raise SystemExit(f"bench: stored {rep.added} of {n}")
+            rates.append(rate)
+            ratios.append(rate / raw_rate)
+        print(f"validate+store {n} (one core): median {statistics.median(rates):,.0f} msg/s; "
+              f"ratio to raw one-core verify: {statistics.median(ratios):.2f} (goal >= 0.8)")
+
+        # 3. the same with the verify pool on every core (what sync and import use)
+        ratios, rates = [], []
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            for r in range(rounds):
+                raw_rate = raw_verify_rate_all_cores(msgs)
+                store = await SqliteStore.open(Path(tmp) / f"all-cores-{r}.sqlite3")
+                ing = Ingestor(store, executor=pool)
+                t = time.perf_counter()
+                for i in range(0, len(raws), 1000):
+                    await ing.put(raws[i : i + 1000])
+                rep = await ing.finish()
+                rate = n / (time.perf_counter() - t)
+                await store.close()
+                rates.append(rate)
+                ratios.append(rate / raw_rate)
+        print(f"validate+store {n} (all {os.cpu_count()} cores): median "
+              f"{statistics.median(rates):,.0f} msg/s; ratio to raw all-cores verify: "
+              f"{statistics.median(ratios):.2f} (sync/import goal >= 0.75)")
+        await node.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    asyncio.run(bench(args.messages, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
