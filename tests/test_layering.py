@@ -43,8 +43,9 @@ def test_core_imports_nothing_impure() -> None:
 
 
 def test_only_crypto_imports_nacl_signing() -> None:
+    # bench.py measures raw pynacl as the baseline its ratios are taken against.
     for f in sorted(Path(CORE.parent).rglob("*.py")):
-        if f.name != "crypto.py":
+        if f.name not in ("crypto.py", "bench.py"):
             assert "nacl.signing" not in f.read_text(encoding="utf-8"), f
 
 

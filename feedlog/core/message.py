@@ -23,7 +23,7 @@ from typing import Any
 
 from feedlog.core import encoding
 from feedlog.core.crypto import Keypair, sha256
-from feedlog.core.content import check_content, check_known
+from feedlog.core.content import TYPE_PATTERN, check_known
 from feedlog.core.errors import InvalidMessage, LocalError
 from feedlog.core.ids import FeedId, MsgId
 
@@ -94,50 +94,70 @@ def encode_message(header: bytes, signature: bytes, content: bytes | None) -> by
     return encoding.encode([header, signature, content])
 
 
-def create(
-    keys: Keypair, state: FeedState, content: Mapping[str, Any], timestamp: int
-) -> Message:
-    """Sign the next message of ``keys``' feed after ``state``.
+@dataclass(frozen=True, slots=True)
+class Unsigned:
+    """A message with everything but its signature: enough to chain the next one, because the
+    id hashes the header only. A batch can be chained first and signed in parallel."""
 
-    ``content`` must be a map with a text ``type``; it is encoded canonically. Raises LocalError
-    if the result would break a rule of spec/feed.md §5 (so a node never publishes a message that
-    others would reject).
-    """
-    if state.author != keys.public:
+    header: bytes
+    id: MsgId
+    author: FeedId
+    seq: int
+    previous: MsgId | None
+    timestamp: int
+    content: bytes
+    digest: bytes
+    value: dict[str, Any]
+
+    @property
+    def state(self) -> FeedState:
+        return FeedState(self.author, self.seq, self.id)
+
+
+def prepare(author: bytes, state: FeedState, content: Mapping[str, Any],
+            timestamp: int) -> Unsigned:
+    """Everything of the next message but the signature; LocalError if it would break a rule
+    of spec/feed.md §5 (so a node never publishes a message that others would reject)."""
+    if state.author != author:
         raise LocalError("this feed belongs to another key", code="wrong-author")
     if state.seq >= MAX_SEQ:
         raise LocalError("this feed has reached the largest seq", code="too-large")
     if not 0 <= timestamp <= MAX_TIMESTAMP:
         raise LocalError("timestamp out of range", code="bad-timestamp")
-    check_known(content)
+    value = dict(content)
+    check_known(value)
     try:
-        body = encoding.encode(dict(content))
-    except Exception as exc:  # cbor2 refuses objects it cannot encode
-        raise LocalError(f"content cannot be encoded: {exc}", code="bad-content") from None
-    try:
-        value = check_content(body)  # the same rule a receiver applies
+        encoding.check_subset(value, "content")
+        t = value.get("type")
+        if not isinstance(t, str) or not TYPE_PATTERN.match(t):
+            raise InvalidMessage("content has no valid text 'type'", code="bad-content")
     except InvalidMessage as exc:
         raise LocalError(exc.message, code=exc.code) from None
-    header = encode_header(
-        keys.public, state.seq + 1, state.head, timestamp, len(body), content_hash(body)
-    )
-    signature = keys.sign(SIGN_TAG, header)
-    raw = encode_message(header, signature, body)
+    body = encoding.encode(value)
+    digest = content_hash(body)
+    header = encode_header(author, state.seq + 1, state.head, timestamp, len(body), digest)
+    return Unsigned(header, message_id(header), FeedId(author), state.seq + 1, state.head,
+                    timestamp, body, digest, value)
+
+
+def finish(u: Unsigned, signature: bytes) -> Message:
+    """The message of ``u`` with its signature; LocalError ``too-large`` over the size limit."""
+    raw = encode_message(u.header, signature, u.content)
     if len(raw) > MAX_MESSAGE_SIZE:
         raise LocalError(
             f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_SIZE}", code="too-large"
         )
-    return Message(
-        raw=raw,
-        id=message_id(header),
-        header=header,
-        signature=signature,
-        author=FeedId(keys.public),
-        seq=state.seq + 1,
-        previous=state.head,
-        timestamp=timestamp,
-        content_size=len(body),
-        content_hash=content_hash(body),
-        content=body,
-        value=value,
-    )
+    return Message(raw, u.id, u.header, signature, u.author, u.seq, u.previous, u.timestamp,
+                   len(u.content), u.digest, u.content, u.value)
+
+
+def sign_header(keys: Keypair, header: bytes) -> bytes:
+    return keys.sign(SIGN_TAG, header)
+
+
+def create(
+    keys: Keypair, state: FeedState, content: Mapping[str, Any], timestamp: int
+) -> Message:
+    """Sign the next message of ``keys``' feed after ``state``."""
+    u = prepare(keys.public, state, content, timestamp)
+    return finish(u, sign_header(keys, u.header))
