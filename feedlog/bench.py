@@ -69,7 +69,7 @@ async def bench(n: int, rounds: int) -> None:
         msgs: list[Message] = []
         t0 = time.perf_counter()
         for i in range(0, n, 1000):
-            if i and i % (n // rounds or n) == 0 or i == 0:
+            if (i and i % (n // rounds or n) == 0) or i == 0:
                 pass
             t = time.perf_counter()
             batch = await node.publish_many(texts[i : i + 1000])

@@ -16,7 +16,7 @@ from typing import Any
 
 from feedlog.core import content, encoding
 from feedlog.core.crypto import Keypair
-from feedlog.core.ids import feed_id_text, msg_id_text
+from feedlog.core.ids import FeedId, feed_id_text, msg_id_text
 from feedlog.core.message import (
     MAX_MESSAGE_SIZE,
     SIGN_TAG,
@@ -81,7 +81,7 @@ def valid_feed() -> tuple[Keypair, list[Message], dict[str, Any]]:
         {"type": "x-poll", "question": "tea?", "options": ["yes", "no"], "n": -3},
         content.post("ünïcödé ✓ and a longer text " * 4),
     ]
-    state = FeedState(alice.public)
+    state = FeedState(FeedId(alice.public))
     msgs: list[Message] = []
     for i, c in enumerate(contents):
         m = create(alice, state, c, T0 + i * 1000)
@@ -130,7 +130,7 @@ def invalid_cases(alice: Keypair, msgs: list[Message]) -> list[dict[str, Any]]:
     mallory = Keypair.from_seed(seed("mallory"))
     m1, m2, m3 = msgs[0], msgs[1], msgs[2]
     after1, after2 = m1.state, m2.state
-    empty = FeedState(alice.public)
+    empty = FeedState(FeedId(alice.public))
     cases: list[dict[str, Any]] = []
 
     def add(name: str, state: FeedState, raw: bytes, code: str, fatal: bool = True) -> None:
@@ -174,7 +174,7 @@ def invalid_cases(alice: Keypair, msgs: list[Message]) -> list[dict[str, Any]]:
     h, s = sign_raw_parts(alice, seq=0, previous=None, body=body)
     add("seq 0", empty, encode_message(h, s, body), "seq-zero")
 
-    add("wrong author: bob's state, alice's message", FeedState(mallory.public), m1.raw,
+    add("wrong author: bob's state, alice's message", FeedState(FeedId(mallory.public)), m1.raw,
         "wrong-author")
 
     h, s = sign_raw_parts(alice, seq=1, previous=hashlib.sha256(b"x").digest(), body=body)

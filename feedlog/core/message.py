@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from feedlog.core import encoding
-from feedlog.core.crypto import Keypair, sha256
 from feedlog.core.content import TYPE_PATTERN, check_known
+from feedlog.core.crypto import Keypair, sha256
 from feedlog.core.errors import InvalidMessage, LocalError
 from feedlog.core.ids import FeedId, MsgId
 

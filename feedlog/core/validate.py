@@ -166,7 +166,5 @@ def validate(state: FeedState, raw: bytes) -> Message:
     if where is Link.OLDER:
         raise _bad(f"seq {msg.seq} is below the head {state.seq}", "older", fatal=False)
     check_signature(msg)
-    raise _bad(
-        f"author signed two conflicting messages at seq {msg.seq if where is Link.FORK else state.seq}",
-        where.value,
-    )
+    at = msg.seq if where is Link.FORK else state.seq
+    raise _bad(f"author signed two conflicting messages at seq {at}", where.value)

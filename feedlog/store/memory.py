@@ -10,7 +10,6 @@ from feedlog.core.message import Message
 from feedlog.store.base import (
     ContactRow,
     FeedInfo,
-    check_contiguous,
     derived_rows,
     plan_append,
 )

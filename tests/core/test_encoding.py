@@ -7,9 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedlog.core import encoding
-from feedlog.core.errors import InvalidMessage
+from feedlog.core.errors import InvalidMessage, LocalError
 from feedlog.core.ids import feed_id_text, msg_id_text, parse_feed_id, parse_msg_id
-from feedlog.core.errors import LocalError
 
 values: st.SearchStrategy[Any] = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1) | st.binary(max_size=40)
@@ -37,7 +36,10 @@ def test_trailing_bytes_rejected(v: Any, extra: bytes) -> None:
 @given(st.binary(max_size=64))
 @settings(max_examples=500, deadline=None)
 def test_arbitrary_bytes_only_raise_feedlog_errors(data: bytes) -> None:
-    for fn in (lambda d: encoding.decode_strict(d), lambda d: encoding.decode_fixed(d, what="x")):
+    def fixed(d: bytes) -> Any:
+        return encoding.decode_fixed(d, what="x")
+
+    for fn in (encoding.decode_strict, fixed):
         try:
             v = fn(data)
         except InvalidMessage:
