@@ -183,32 +183,24 @@ def publish(text: str, json_out: JsonOpt = False) -> None:
     _published(run(lambda node: node.publish(text)), json_out)
 
 
-@app.command()
-def follow(feed: str, json_out: JsonOpt = False) -> None:
-    """Follow a feed (a message in your feed, so it replicates)."""
-    f = feed_arg(feed)
-    _published(run(lambda node: node.follow(f)), json_out)
+def _contact_command(kind: str, doc: str) -> None:
+    def command(feed: str, json_out: JsonOpt = False) -> None:
+        f = feed_arg(feed)
+
+        async def go(node: Node) -> Message:
+            method: Callable[[FeedId], Awaitable[Message]] = getattr(node, kind)
+            return await method(f)
+
+        _published(run(go), json_out)
+
+    command.__doc__ = doc
+    app.command(name=kind)(command)
 
 
-@app.command()
-def unfollow(feed: str, json_out: JsonOpt = False) -> None:
-    """Stop following a feed."""
-    f = feed_arg(feed)
-    _published(run(lambda node: node.unfollow(f)), json_out)
-
-
-@app.command()
-def block(feed: str, json_out: JsonOpt = False) -> None:
-    """Block a feed: it is neither taken from nor sent to anyone."""
-    f = feed_arg(feed)
-    _published(run(lambda node: node.block(f)), json_out)
-
-
-@app.command()
-def unblock(feed: str, json_out: JsonOpt = False) -> None:
-    """Lift a block."""
-    f = feed_arg(feed)
-    _published(run(lambda node: node.unblock(f)), json_out)
+_contact_command("follow", "Follow a feed (a message in your feed, so it replicates).")
+_contact_command("unfollow", "Stop following a feed.")
+_contact_command("block", "Block a feed: it is neither taken from nor sent to anyone.")
+_contact_command("unblock", "Lift a block.")
 
 
 @app.command()
