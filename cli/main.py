@@ -305,6 +305,15 @@ def verify(json_out: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+# --- feature modules: each cli/<feature>.py defines register(app) ---------------------------
+# (one import and one call per feature, so features land without touching each other)
+def _register_features() -> None:
+    pass
+
+
+_register_features()
+
+
 def main() -> None:
     try:
         app()

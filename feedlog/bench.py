@@ -125,12 +125,33 @@ async def bench(n: int, rounds: int) -> None:
         await node.close()
 
 
+# Further sections: name -> "module:function", an ``async def f(args: argparse.Namespace)``
+# that prints its own figures (ratios to raw rates measured in the same run).
+SECTIONS: dict[str, str] = {}
+
+
+async def run_sections(args: argparse.Namespace) -> None:
+    import importlib
+
+    only = set(args.only.split(",")) if args.only else None
+    if only is None or "feed" in only:
+        await bench(args.messages, args.rounds)
+    for name, target in SECTIONS.items():
+        if only is not None and name not in only:
+            continue
+        print(f"\n== {name} ==")
+        module, func = target.split(":")
+        await getattr(importlib.import_module(module), func)(args)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="",
+                    help="comma-separated sections: feed," + ",".join(SECTIONS))
     args = ap.parse_args()
-    asyncio.run(bench(args.messages, args.rounds))
+    asyncio.run(run_sections(args))
 
 
 if __name__ == "__main__":

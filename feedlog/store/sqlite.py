@@ -64,6 +64,10 @@ _SCHEMA = [
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID""",
 ]
 
+# Tables of feature modules (peers, indexes, ...): idempotent statements run at every open,
+# inside schema version 1, so a store made before a feature landed gains its tables.
+_FEATURE_TABLES: list[str] = []
+
 
 def _store_error(exc: BaseException, path: Path) -> StoreError:
     text = str(exc)
@@ -131,6 +135,11 @@ class SqliteStore:
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = FULL")
         await db.execute("PRAGMA foreign_keys = ON")
+        if _FEATURE_TABLES:
+            await db.execute("BEGIN IMMEDIATE")
+            for stmt in _FEATURE_TABLES:
+                await db.execute(stmt)
+            await db.execute("COMMIT")
 
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         async with self._db.execute(sql, params) as cur:
