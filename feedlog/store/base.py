@@ -24,6 +24,8 @@ from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import FeedState, Message
 
+NoteTable = dict[FeedId, tuple[int, "int | None"]]  # feed -> (note, forked seq)
+
 
 @dataclass(frozen=True, slots=True)
 class FeedInfo:
@@ -72,6 +74,14 @@ class Store(Protocol):
     async def get_meta(self, key: str) -> str | None: ...
 
     async def set_meta(self, key: str, value: str | None) -> None: ...
+
+    # replication baselines (spec/replication.md §7): per peer and direction ("sent"/"recv"),
+    # feed -> (note, forked seq or None)
+    async def peer_notes(self, peer: FeedId, direction: str) -> NoteTable: ...
+
+    async def update_peer_notes(self, peer: FeedId, direction: str,
+                                upserts: NoteTable,
+                                removes: Sequence[FeedId]) -> None: ...
 
 
 def check_contiguous(info: FeedInfo | None, msgs: Sequence[Message]) -> None:

@@ -10,6 +10,7 @@ from feedlog.core.message import Message
 from feedlog.store.base import (
     ContactRow,
     FeedInfo,
+    NoteTable,
     derived_rows,
     plan_append,
 )
@@ -24,6 +25,7 @@ class MemoryStore:
         self._contacts: dict[tuple[FeedId, FeedId], ContactRow] = {}
         self._names: dict[FeedId, tuple[int, str]] = {}
         self._meta: dict[str, str] = {}
+        self._notes: dict[tuple[FeedId, str], NoteTable] = {}
 
     async def close(self) -> None:
         return None
@@ -103,3 +105,14 @@ class MemoryStore:
             self._meta.pop(key, None)
         else:
             self._meta[key] = value
+
+    async def peer_notes(self, peer: FeedId, direction: str) -> NoteTable:
+        return dict(self._notes.get((peer, direction), {}))
+
+    async def update_peer_notes(self, peer: FeedId, direction: str,
+                                upserts: NoteTable,
+                                removes: Sequence[FeedId]) -> None:
+        table = self._notes.setdefault((peer, direction), {})
+        for f in removes:
+            table.pop(f, None)
+        table.update(upserts)

@@ -9,6 +9,7 @@ written to. Batches are one transaction of a few ``executemany`` calls, never on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -21,7 +22,7 @@ from feedlog.core.errors import StoreError
 from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import Message
-from feedlog.store.base import ContactRow, FeedInfo, derived_rows, plan_append
+from feedlog.store.base import ContactRow, FeedInfo, NoteTable, derived_rows, plan_append
 
 APPLICATION_ID = 0x46444C47  # "FDLG"
 SCHEMA_VERSION = 1
@@ -66,7 +67,18 @@ _SCHEMA = [
 
 # Tables of feature modules (peers, indexes, ...): idempotent statements run at every open,
 # inside schema version 1, so a store made before a feature landed gains its tables.
-_FEATURE_TABLES: list[str] = []
+_FEATURE_TABLES: list[str] = [
+    # replication baselines (spec/replication.md §7); dir 0 = sent, 1 = received
+    """CREATE TABLE IF NOT EXISTS peer_notes (
+        peer BLOB NOT NULL,
+        dir INTEGER NOT NULL,
+        feed BLOB NOT NULL,
+        note INTEGER NOT NULL,
+        forked INTEGER,
+        PRIMARY KEY (peer, dir, feed)
+    ) WITHOUT ROWID""",
+]
+_DIRS = {"sent": 0, "recv": 1}
 
 
 def _store_error(exc: BaseException, path: Path) -> StoreError:
@@ -90,6 +102,9 @@ class SqliteStore:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._db = conn
         self.path = path
+        # one connection is shared by every task of the node (peers, publish, import):
+        # write transactions take turns
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, create: bool = True) -> SqliteStore:
@@ -164,6 +179,12 @@ class SqliteStore:
         issued only while a transaction is still open, and never hides the original error.
         """
         db = self._db
+        async with self._write_lock, self._transaction_unlocked(db) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _transaction_unlocked(self, db: aiosqlite.Connection
+                                    ) -> AsyncIterator[aiosqlite.Connection]:
         try:
             await db.execute("BEGIN IMMEDIATE")
             try:
@@ -295,3 +316,27 @@ class SqliteStore:
     async def integrity_check(self) -> list[str]:
         rows = await self._rows("PRAGMA integrity_check")
         return [str(r[0]) for r in rows if r[0] != "ok"]
+
+    async def peer_notes(self, peer: FeedId, direction: str) -> NoteTable:
+        rows = await self._rows(
+            "SELECT feed, note, forked FROM peer_notes WHERE peer = ? AND dir = ?",
+            (peer, _DIRS[direction]))
+        return {FeedId(bytes(f)): (n, k) for f, n, k in rows}
+
+    async def update_peer_notes(self, peer: FeedId, direction: str,
+                                upserts: NoteTable,
+                                removes: Sequence[FeedId]) -> None:
+        if not upserts and not removes:
+            return
+        d = _DIRS[direction]
+        async with self._transaction() as db:
+            if removes:
+                await db.executemany(
+                    "DELETE FROM peer_notes WHERE peer = ? AND dir = ? AND feed = ?",
+                    [(peer, d, f) for f in removes])
+            if upserts:
+                await db.executemany(
+                    "INSERT INTO peer_notes (peer, dir, feed, note, forked) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (peer, dir, feed) DO UPDATE SET note = excluded.note, "
+                    "forked = excluded.forked",
+                    [(peer, d, f, n, k) for f, (n, k) in upserts.items()])

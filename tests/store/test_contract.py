@@ -118,6 +118,18 @@ class TestStoreContract:
         await store.set_meta("k", None)
         assert await store.get_meta("k") is None
 
+    async def test_peer_notes_are_per_peer_and_direction(self, store: Store, alice: Keypair,
+                                                         bob: Keypair) -> None:
+        a, b = FeedId(alice.public), FeedId(bob.public)
+        assert await store.peer_notes(a, "sent") == {}
+        await store.update_peer_notes(a, "sent", {a: (10, None), b: (3, 2)}, [])
+        await store.update_peer_notes(a, "recv", {b: (7, None)}, [])
+        assert await store.peer_notes(a, "sent") == {a: (10, None), b: (3, 2)}
+        assert await store.peer_notes(a, "recv") == {b: (7, None)}
+        assert await store.peer_notes(b, "sent") == {}
+        await store.update_peer_notes(a, "sent", {a: (12, None)}, [b])
+        assert await store.peer_notes(a, "sent") == {a: (12, None)}
+
 
 async def test_sqlite_persists_and_refuses_foreign_files(tmp_path: Path) -> None:
     k = keypair("persist")
