@@ -46,7 +46,7 @@ def build() -> dict[str, Any]:
     other = fixed("another network key", 32)
     alice = Keypair.from_seed(fixed("alice", 32))
     bob = Keypair.from_seed(fixed("bob", 32))
-    valid = []
+    valid: list[dict[str, Any]] = []
     for who, keys, port, tag in (("alice", alice, 8008, "a"), ("bob", bob, 65535, "b")):
         label = instance_label(fixed("label " + tag, 10))
         nonce = fixed("nonce " + tag, NONCE_SIZE)

@@ -7,6 +7,7 @@ other as another network, never as peers.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -163,7 +164,7 @@ async def test_manager_reconnects_with_growing_capped_backoff() -> None:
     m.peer_seen(peer(2, port=10))
     m.peer_seen(peer(2, port=11))  # an update, not a second loop
     await asyncio.wait_for(live.wait(), 5)
-    gaps = [b[0] - a[0] for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(calls)]
     # waits after failures 1..5: 0.02, 0.04, 0.08 (cap), 0.08, 0.08 (each * ~1.0 jitter)
     assert len(calls) == 6 and m.attempts[FeedId(bytes([2]) * 32)] == 6
     assert gaps[0] >= 0.019 and gaps[1] >= 0.039 and gaps[2] >= 0.079

@@ -90,10 +90,11 @@ def test_txt_keys_are_case_insensitive_and_extra_keys_ignored() -> None:
 
 
 def test_bad_inputs_to_encode_are_local_errors() -> None:
-    for kwargs, code in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"port": 0}, "bad-port"), ({"port": 70000}, "bad-port"),
         ({"nonce": bytes(23)}, "bad-nonce"), ({"feed": FeedId(bytes(31))}, "bad-id"),
-    ]:
+    ]
+    for kwargs, code in cases:
         args: dict[str, Any] = {"feed": FEED, "port": 8008, "nonce": bytes(24), **kwargs}
         with pytest.raises(LocalError) as e:
             encode_record(N, LABEL, args["feed"], args["port"], args["nonce"])
