@@ -8,9 +8,10 @@ reported as peers, and never dialled. ``PeerManager`` turns those callbacks into
 connection loop per peer that this node should dial (``should_dial``), retried with capped,
 jittered exponential backoff, and cancelled when the peer disappears or the manager stops.
 
-Liveness: records carry a short TTL and are re-announced every ``reannounce`` seconds, so a peer
-whose link went down is dropped within about TTL + 10 s (zeroconf's cache sweep) and found
-again within ``reannounce`` seconds after the link comes back.
+Liveness: records carry a short TTL and are re-announced every ``reannounce`` seconds (< TTL).
+A peer whose SRV record expires is asked once; silence drops it, so a peer whose link went down
+is dropped within about 1.25 TTL + 1.5 s, and found again within about ``reannounce`` + TTL/4
+seconds after the link comes back.
 
 ``python -m feedlog.lan`` runs discovery alone and prints JSON lines (the namespace test bed
 uses it); it advertises a port but listens on nothing.
@@ -57,6 +58,9 @@ DEFAULT_PORT = 8008
 DEFAULT_TTL = 60  # seconds, for every record we announce
 DEFAULT_REANNOUNCE = 30.0  # seconds between unsolicited re-announcements
 RESOLVE_TIMEOUT_MS = 3000
+LIVENESS_TIMEOUT_MS = 1500
+LOST_MEMORY = 600.0  # seconds a vanished instance is watched for its return
+_TYPE_SRV, _CLASS_IN = 33, 1  # DNS resource record type SRV, class IN
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,7 @@ class LanDiscovery:
         self._info: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._resolving: dict[str, asyncio.Task[None]] = {}
+        self._lost: dict[str, float] = {}  # label -> loop time it went silent
 
     async def start(self) -> None:
         """Start announcing (unless ``advertise`` is off) and browsing."""
@@ -177,6 +182,7 @@ class LanDiscovery:
                 self._spawn(self._reannounce_loop())
         self._browser = AsyncServiceBrowser(self._azc.zeroconf, [SERVICE_TYPE],
                                             handlers=[self._on_change])
+        self._spawn(self._liveness_loop())
 
     async def stop(self) -> None:
         """Say goodbye (so peers drop us at once), stop browsing, close the sockets."""
@@ -226,16 +232,20 @@ class LanDiscovery:
         label = label_of(name)
         if label is None:
             return
-        if state_change is ServiceStateChange.Removed:
+        if state_change is ServiceStateChange.Removed:  # a goodbye (or a long-expired PTR)
             task = self._resolving.pop(label, None)
             if task is not None:
                 task.cancel()
+            self._lost.pop(label, None)
             self._forget(label)
             return
+        self._start_resolve(label, RESOLVE_TIMEOUT_MS, forget_on_silence=False)
+
+    def _start_resolve(self, label: str, timeout_ms: int, *, forget_on_silence: bool) -> None:
         old = self._resolving.get(label)
         if old is not None:
             old.cancel()
-        task = asyncio.ensure_future(self._resolve(name, label))
+        task = asyncio.ensure_future(self._resolve(label, timeout_ms, forget_on_silence))
         self._resolving[label] = task
 
         def done(t: asyncio.Task[None], label: str = label) -> None:
@@ -244,22 +254,25 @@ class LanDiscovery:
 
         task.add_done_callback(done)
 
-    async def _resolve(self, name: str, label: str) -> None:
+    async def _resolve(self, label: str, timeout_ms: int, forget_on_silence: bool) -> None:
         from zeroconf import IPVersion
         from zeroconf.asyncio import AsyncServiceInfo
 
         if self._azc is None:
             return
-        info = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await info.async_request(self._azc.zeroconf, RESOLVE_TIMEOUT_MS):
-            log.debug("could not resolve %s", name)
+        info = AsyncServiceInfo(SERVICE_TYPE, instance_name(label))
+        if not await info.async_request(self._azc.zeroconf, timeout_ms):
+            log.debug("no answer from %s", label)
+            if forget_on_silence and label in self._by_label:
+                self._forget(label)
+                self._lost[label] = asyncio.get_running_loop().time()
             return
         addrs = tuple(info.parsed_addresses(IPVersion.V4Only))
         try:
             ann = decode_record(self.network_key, label, info.properties, int(info.port or 0))
         except DiscoveryError as exc:
             self.stats.reject(exc.code, label)
-            log.debug("ignored %s: %s", name, exc.code)
+            log.debug("ignored %s: %s", label, exc.code)
             return
         if ann.feed == self.feed:
             self.stats.own.add(label)
@@ -277,6 +290,33 @@ class LanDiscovery:
         self.peers[ann.feed] = peer
         if self.on_peer is not None:
             self.on_peer(peer)
+
+    def _fresh(self, label: str) -> bool:
+        """Whether zeroconf's cache holds an unexpired SRV record for ``label``."""
+        from zeroconf import current_time_millis
+
+        rec = self._azc.zeroconf.cache.get_by_details(instance_name(label), _TYPE_SRV, _CLASS_IN)
+        return rec is not None and not rec.is_expired(current_time_millis())
+
+    async def _liveness_loop(self) -> None:
+        # zeroconf keeps PTR records for at least 1125 s whatever their TTL, so a peer that
+        # vanished without a goodbye (link down, crash) would linger for 19 minutes. Instead,
+        # watch the SRV record, whose TTL is ours: once it expires, ask once; no answer means
+        # gone. A lost label whose SRV turns fresh again (the link is back) is resolved again.
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.5, self.ttl / 4))
+            if self._azc is None:
+                return
+            for label in list(self._by_label):
+                if label not in self._resolving and not self._fresh(label):
+                    self._start_resolve(label, LIVENESS_TIMEOUT_MS, forget_on_silence=True)
+            for label, since in list(self._lost.items()):
+                if self._fresh(label):
+                    del self._lost[label]
+                    self._start_resolve(label, RESOLVE_TIMEOUT_MS, forget_on_silence=False)
+                elif loop.time() - since > LOST_MEMORY:
+                    del self._lost[label]
 
     def _forget(self, label: str) -> None:
         feed = self._by_label.pop(label, None)
