@@ -248,3 +248,37 @@ async def test_discovery_drives_the_manager_once_per_pair(nodes: Callable[..., N
     await until(lambda: mgr.dialling() == set())
     await ma.stop()
     await mb.stop()
+
+
+async def test_a_peer_that_dies_without_goodbye_is_dropped() -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from feedlog.core.ids import feed_id_text
+
+    key = os.urandom(32)
+    a = Node(key, 4041)
+    a.disc.ttl = 2  # liveness checks every 0.5 s; the dead peer's SRV expires after 2 s
+    feed = FeedId(os.urandom(32))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feedlog.lan", "--interface", "127.0.0.1", "--port", "4042",
+         "--network-key", key.hex(), "--feed", feed_id_text(feed), "--ttl", "2",
+         "--reannounce", "0.5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["event"] == "ready"
+        await a.disc.start()
+        await until(lambda: feed in a.disc.peers)
+        await asyncio.sleep(2.5)  # re-announcements keep a live peer through several TTLs
+        assert feed in a.disc.peers and a.removed == []
+        proc.send_signal(signal.SIGKILL)  # no goodbye
+        proc.wait(10)
+        await until(lambda: bool(a.removed), 15)
+        assert [p.feed for p in a.removed] == [feed] and a.disc.peers == {}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        await a.disc.stop()
