@@ -341,7 +341,7 @@ class PeerManager:
     ``backoff_delay(n)`` and calls it again with the peer's latest address. ``n`` counts
     consecutive attempts and falls back to 1 after a connection that lasted ``stable_after``
     seconds. ``on_state(feed, state)`` is told "connecting", "disconnected" (connect returned)
-    and "unreachable" (connect raised).
+    and "unreachable" (connect raised). ``sleep`` and ``clock`` are there for tests.
     """
 
     def __init__(
@@ -354,6 +354,8 @@ class PeerManager:
         stable_after: float = 30.0,
         on_state: StateCallback | None = None,
         rng: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.own = own
         self.connect = connect
@@ -362,6 +364,8 @@ class PeerManager:
         self.stable_after = stable_after
         self.on_state = on_state
         self.rng = rng
+        self.sleep = sleep
+        self.clock = clock
         self.attempts: dict[FeedId, int] = {}
         self._latest: dict[FeedId, LanPeer] = {}
         self._loops: dict[FeedId, asyncio.Task[None]] = {}
@@ -406,7 +410,7 @@ class PeerManager:
             log.warning("peer state callback failed: %s", exc)
 
     async def _loop(self, feed: FeedId) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self.clock or asyncio.get_running_loop().time
         failures = 0
         while True:
             peer = self._latest.get(feed)
@@ -414,7 +418,7 @@ class PeerManager:
                 return
             self.attempts[feed] = self.attempts.get(feed, 0) + 1
             await self._note(feed, "connecting")
-            started = loop.time()
+            started = clock()
             try:
                 await self.connect(peer)
                 outcome = "disconnected"
@@ -425,9 +429,9 @@ class PeerManager:
                 log.info("connection to %s failed: %s", feed_id_text(feed), code)
                 outcome = "unreachable"
             await self._note(feed, outcome)
-            failures = 1 if loop.time() - started >= self.stable_after else failures + 1
-            await asyncio.sleep(backoff_delay(failures, base=self.base, cap=self.cap,
-                                              jitter=self.rng()))
+            failures = 1 if clock() - started >= self.stable_after else failures + 1
+            await self.sleep(backoff_delay(failures, base=self.base, cap=self.cap,
+                                           jitter=self.rng()))
 
 
 # --- python -m feedlog.lan: discovery alone, JSON lines on stdout ----------------------------

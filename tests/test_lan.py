@@ -7,7 +7,6 @@ other as another network, never as peers.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -142,14 +141,29 @@ def peer(b: int, port: int = 1) -> LanPeer:
     return LanPeer(FeedId(bytes([b]) * 32), "127.0.0.1", port)
 
 
+class FakeTime:
+    """A clock that only connect moves, and a sleep that records what it was asked."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(0)
+
+
 async def test_manager_reconnects_with_growing_capped_backoff() -> None:
-    loop = asyncio.get_running_loop()
-    calls: list[tuple[float, int]] = []
+    calls: list[int] = []
     states: list[str] = []
     live = asyncio.Event()
+    t = FakeTime()
 
     async def connect(p: LanPeer) -> None:
-        calls.append((loop.time(), p.port))
+        calls.append(p.port)
         if len(calls) <= 5:
             raise RemoteError("refused", code="connection-refused")
         live.set()
@@ -159,17 +173,15 @@ async def test_manager_reconnects_with_growing_capped_backoff() -> None:
         states.append(state)
 
     own = FeedId(bytes([1]) * 32)
-    m = PeerManager(own, connect, base=0.02, cap=0.08, stable_after=60, on_state=on_state,
-                    rng=lambda: 0.999)
+    m = PeerManager(own, connect, base=1, cap=4, stable_after=60, on_state=on_state,
+                    rng=lambda: 0.5, sleep=t.sleep, clock=t.clock)
     m.peer_seen(peer(2, port=10))
     m.peer_seen(peer(2, port=11))  # an update, not a second loop
     await asyncio.wait_for(live.wait(), 5)
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(calls)]
-    # waits after failures 1..5: 0.02, 0.04, 0.08 (cap), 0.08, 0.08 (each * ~1.0 jitter)
+    # after failures 1..5: 1, 2, 4, 4 (cap), 4, each scaled by 0.5 + 0.5 * 0.5
+    assert t.waits == [0.75, 1.5, 3.0, 3.0, 3.0]
     assert len(calls) == 6 and m.attempts[FeedId(bytes([2]) * 32)] == 6
-    assert gaps[0] >= 0.019 and gaps[1] >= 0.039 and gaps[2] >= 0.079
-    assert max(gaps) < 0.5
-    assert all(port == 11 for _, port in calls)  # always the latest address
+    assert set(calls) == {11}  # always the latest address
     assert states[:2] == ["connecting", "unreachable"] and states[-1] == "connecting"
     assert m.dialling() == {FeedId(bytes([2]) * 32)}
     m.peer_gone(peer(2))  # gone from the LAN: the live connection is dropped
@@ -204,21 +216,19 @@ async def test_manager_dials_only_bigger_feeds_and_stops_cleanly() -> None:
 
 
 async def test_a_connection_that_ended_normally_is_retried_quickly() -> None:
-    loop = asyncio.get_running_loop()
-    times: list[float] = []
+    t = FakeTime()
+    durations = [0.0, 0.0, 100.0, 0.0, 0.0]  # the third connection was long and stable
 
     async def connect(p: LanPeer) -> None:
-        times.append(loop.time())
-        await asyncio.sleep(0.1 if len(times) == 3 else 0)  # the 3rd one was "stable"
+        t.now += durations[len(t.waits)] if len(t.waits) < len(durations) else 0.0
 
-    m = PeerManager(FeedId(bytes(32)), connect, base=0.01, cap=10, stable_after=0.1,
-                    rng=lambda: 0.0)
+    m = PeerManager(FeedId(bytes(32)), connect, base=1, cap=100, stable_after=30,
+                    rng=lambda: 0.0, sleep=t.sleep, clock=t.clock)
     m.peer_seen(peer(1))
-    await until(lambda: len(times) >= 5, 5)
+    await until(lambda: len(t.waits) >= 5, 5)
     await m.stop()
-    # after 1, 2 ended quickly: waits 0.005, 0.01; the stable 3rd resets to 0.005
-    wait_after_3rd = times[3] - times[2] - 0.1
-    assert wait_after_3rd < 0.009
+    # waits after 1, 2 (quick): 0.5, 1; after the stable 3rd: back to 0.5; then 1, 2
+    assert t.waits[:5] == [0.5, 1.0, 0.5, 1.0, 2.0]
 
 
 async def test_discovery_drives_the_manager_once_per_pair(nodes: Callable[..., Node]) -> None:
