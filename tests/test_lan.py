@@ -38,7 +38,7 @@ async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-class Node:
+class Peerside:
     """One discovery instance with its events."""
 
     def __init__(self, key: bytes, port: int, feed: FeedId | None = None) -> None:
@@ -50,11 +50,11 @@ class Node:
 
 
 @pytest.fixture
-async def nodes() -> AsyncIterator[Callable[..., Node]]:
-    made: list[Node] = []
+async def nodes() -> AsyncIterator[Callable[..., Peerside]]:
+    made: list[Peerside] = []
 
-    def make(key: bytes, port: int, feed: FeedId | None = None) -> Node:
-        n = Node(key, port, feed)
+    def make(key: bytes, port: int, feed: FeedId | None = None) -> Peerside:
+        n = Peerside(key, port, feed)
         made.append(n)
         return n
 
@@ -64,7 +64,7 @@ async def nodes() -> AsyncIterator[Callable[..., Node]]:
 
 
 async def test_same_network_peers_find_each_other_others_are_foreign(
-        nodes: Callable[..., Node]) -> None:
+        nodes: Callable[..., Peerside]) -> None:
     key = os.urandom(32)
     a, b, c = nodes(key, 4001), nodes(key, 4002), nodes(os.urandom(32), 4003)
     await asyncio.gather(a.disc.start(), b.disc.start(), c.disc.start())
@@ -83,7 +83,7 @@ async def test_same_network_peers_find_each_other_others_are_foreign(
     assert [p.feed for p in a.removed] == [b.feed] and a.disc.peers == {}
 
 
-async def test_restart_under_a_new_label_replaces_the_old(nodes: Callable[..., Node]) -> None:
+async def test_restart_under_a_new_label_replaces_the_old(nodes: Callable[..., Peerside]) -> None:
     key = os.urandom(32)
     a, b1 = nodes(key, 4011), nodes(key, 4012)
     await asyncio.gather(a.disc.start(), b1.disc.start())
@@ -98,7 +98,7 @@ async def test_restart_under_a_new_label_replaces_the_old(nodes: Callable[..., N
 
 
 async def test_tampered_and_malformed_records_are_rejected_with_codes(
-        nodes: Callable[..., Node]) -> None:
+        nodes: Callable[..., Peerside]) -> None:
     key = os.urandom(32)
     a = nodes(key, 4021)
     await a.disc.start()
@@ -231,7 +231,7 @@ async def test_a_connection_that_ended_normally_is_retried_quickly() -> None:
     assert t.waits[:5] == [0.5, 1.0, 0.5, 1.0, 2.0]
 
 
-async def test_discovery_drives_the_manager_once_per_pair(nodes: Callable[..., Node]) -> None:
+async def test_discovery_drives_the_manager_once_per_pair(nodes: Callable[..., Peerside]) -> None:
     key = os.urandom(32)
     a, b = nodes(key, 4031), nodes(key, 4032)
     dialled: dict[str, list[LanPeer]] = {"a": [], "b": []}
@@ -269,7 +269,7 @@ async def test_a_peer_that_dies_without_goodbye_is_dropped() -> None:
     from feedlog.core.ids import feed_id_text
 
     key = os.urandom(32)
-    a = Node(key, 4041)
+    a = Peerside(key, 4041)
     a.disc.ttl = 2  # liveness checks every 0.5 s; the dead peer's SRV expires after 2 s
     feed = FeedId(os.urandom(32))
     proc = subprocess.Popen(
