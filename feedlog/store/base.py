@@ -48,6 +48,21 @@ class ContactRow:
     kind: str
 
 
+@dataclass(frozen=True, slots=True)
+class PeerRecord:
+    """A peer this node has seen or been told about (feedlog/peers.py). Times are ms since the
+    epoch; ``source`` is "lan", "manual" or "inbound"; ``state`` is the last one noted
+    ("discovered", "connecting", "connected", "synced", "disconnected", "unreachable")."""
+
+    feed: FeedId
+    host: str
+    port: int
+    source: str
+    last_seen: int | None
+    last_synced: int | None
+    state: str
+
+
 class Store(Protocol):
     async def close(self) -> None: ...
 
@@ -82,6 +97,13 @@ class Store(Protocol):
     async def update_peer_notes(self, peer: FeedId, direction: str,
                                 upserts: NoteTable,
                                 removes: Sequence[FeedId]) -> None: ...
+    # --- peer book (feedlog/peers.py) ---
+    async def peer_seen(self, feed: FeedId, host: str, port: int, source: str,
+                        when: int) -> None: ...
+
+    async def peer_state(self, feed: FeedId, state: str, when: int, *, synced: bool) -> None: ...
+
+    async def peers(self) -> list[PeerRecord]: ...
 
 
 def check_contiguous(info: FeedInfo | None, msgs: Sequence[Message]) -> None:

@@ -22,7 +22,14 @@ from feedlog.core.errors import StoreError
 from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import Message
-from feedlog.store.base import ContactRow, FeedInfo, NoteTable, derived_rows, plan_append
+from feedlog.store.base import (
+    ContactRow,
+    FeedInfo,
+    NoteTable,
+    PeerRecord,
+    derived_rows,
+    plan_append,
+)
 
 APPLICATION_ID = 0x46444C47  # "FDLG"
 SCHEMA_VERSION = 1
@@ -76,6 +83,16 @@ _FEATURE_TABLES: list[str] = [
         note INTEGER NOT NULL,
         forked INTEGER,
         PRIMARY KEY (peer, dir, feed)
+    ) WITHOUT ROWID""",
+    # peer book (feedlog/peers.py)
+    """CREATE TABLE IF NOT EXISTS peers (
+        feed BLOB PRIMARY KEY,
+        host TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        last_seen INTEGER,
+        last_synced INTEGER,
+        state TEXT NOT NULL
     ) WITHOUT ROWID""",
 ]
 _DIRS = {"sent": 0, "recv": 1}
@@ -312,6 +329,31 @@ class SqliteStore:
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from None
+
+    async def peer_seen(self, feed: FeedId, host: str, port: int, source: str,
+                        when: int) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO peers (feed, host, port, source, last_seen, state) "
+                "VALUES (?, ?, ?, ?, ?, 'discovered') ON CONFLICT (feed) DO UPDATE SET "
+                "host = excluded.host, port = excluded.port, source = excluded.source, "
+                "last_seen = excluded.last_seen", (feed, host, port, source, when))
+
+    async def peer_state(self, feed: FeedId, state: str, when: int, *, synced: bool) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO peers (feed, host, port, source, last_synced, state) "
+                "VALUES (?, '', 0, 'inbound', ?, ?) ON CONFLICT (feed) DO UPDATE SET "
+                "state = excluded.state, "
+                "last_synced = coalesce(excluded.last_synced, peers.last_synced)",
+                (feed, when if synced else None, state))
+
+    async def peers(self) -> list[PeerRecord]:
+        rows = await self._rows(
+            "SELECT feed, host, port, source, last_seen, last_synced, state FROM peers "
+            "ORDER BY feed")
+        return [PeerRecord(FeedId(bytes(f)), h, p, src, ls, sy, st)
+                for f, h, p, src, ls, sy, st in rows]
 
     async def integrity_check(self) -> list[str]:
         rows = await self._rows("PRAGMA integrity_check")
