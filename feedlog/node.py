@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +58,11 @@ class Node:
         self._publish_lock = asyncio.Lock()
         self._own: FeedState | None = None
         self.hops = 2
+        # every message stored (published or received from any source) is announced here, in
+        # commit order: the replicator pushes them to live peers
+        self.listeners: list[Callable[[Sequence[Message]], None]] = []
+        # committed heads shared by every ingest session, so concurrent sources agree
+        self._heads: dict[FeedId, FeedInfo | None] = {}
 
     # --- opening -------------------------------------------------------------------------
 
@@ -144,8 +149,11 @@ class Node:
                 await self.store.append(msgs)
             except BaseException:
                 self._own = None
+                self._heads.pop(self.id, None)
                 raise
             self._own = state
+            self._heads.pop(self.id, None)
+            self._announce(msgs)
             return msgs
 
     async def _sign(self, unsigned: Sequence[Unsigned]) -> list[Message]:
@@ -239,18 +247,31 @@ class Node:
 
     # --- receiving -----------------------------------------------------------------------
 
-    def ingestor(self, *, only_wanted: Iterable[FeedId] | None = None) -> Ingestor:
-        """An ingest session (one per source). ``only_wanted`` restricts accepted feeds."""
-        allowed = None
+    def ingestor(self, *, only_wanted: Iterable[FeedId] | None = None,
+                 allowed: Callable[[FeedId], bool] | None = None,
+                 on_append: Callable[[Sequence[Message]], None] | None = None) -> Ingestor:
+        """An ingest session (one per source). ``only_wanted`` (a set) or ``allowed`` (a
+        predicate) restricts accepted feeds; ``on_append`` sees each committed batch first."""
         if only_wanted is not None:
             wanted = frozenset(only_wanted)
             allowed = wanted.__contains__
+
+        def appended(msgs: Sequence[Message]) -> None:
+            if on_append is not None:
+                on_append(msgs)
+            self._on_append(msgs)
+
         return Ingestor(self.store, executor=self._executor, allowed=allowed,
-                        on_append=self._on_append)
+                        on_append=appended, cache=self._heads)
 
     def _on_append(self, msgs: Sequence[Message]) -> None:
         if any(m.author == self.id for m in msgs):
             self._own = None  # somebody brought our own feed back (e.g. after a restore)
+        self._announce(msgs)
+
+    def _announce(self, msgs: Sequence[Message]) -> None:
+        for listener in list(self.listeners):
+            listener(msgs)
 
     # --- checking ------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import FeedState, Message
 
+NoteTable = dict[FeedId, tuple[int, "int | None"]]  # feed -> (note, forked seq)
+
 
 @dataclass(frozen=True, slots=True)
 class FeedInfo:
@@ -44,6 +46,21 @@ class ContactRow:
     target: FeedId
     seq: int
     kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord:
+    """A peer this node has seen or been told about (feedlog/peers.py). Times are ms since the
+    epoch; ``source`` is "lan", "manual" or "inbound"; ``state`` is the last one noted
+    ("discovered", "connecting", "connected", "synced", "disconnected", "unreachable")."""
+
+    feed: FeedId
+    host: str
+    port: int
+    source: str
+    last_seen: int | None
+    last_synced: int | None
+    state: str
 
 
 class Store(Protocol):
@@ -72,6 +89,21 @@ class Store(Protocol):
     async def get_meta(self, key: str) -> str | None: ...
 
     async def set_meta(self, key: str, value: str | None) -> None: ...
+
+    # replication baselines (spec/replication.md §7): per peer and direction ("sent"/"recv"),
+    # feed -> (note, forked seq or None)
+    async def peer_notes(self, peer: FeedId, direction: str) -> NoteTable: ...
+
+    async def update_peer_notes(self, peer: FeedId, direction: str,
+                                upserts: NoteTable,
+                                removes: Sequence[FeedId]) -> None: ...
+    # --- peer book (feedlog/peers.py) ---
+    async def peer_seen(self, feed: FeedId, host: str, port: int, source: str,
+                        when: int) -> None: ...
+
+    async def peer_state(self, feed: FeedId, state: str, when: int, *, synced: bool) -> None: ...
+
+    async def peers(self) -> list[PeerRecord]: ...
 
 
 def check_contiguous(info: FeedInfo | None, msgs: Sequence[Message]) -> None:

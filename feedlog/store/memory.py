@@ -10,6 +10,8 @@ from feedlog.core.message import Message
 from feedlog.store.base import (
     ContactRow,
     FeedInfo,
+    NoteTable,
+    PeerRecord,
     derived_rows,
     plan_append,
 )
@@ -24,6 +26,8 @@ class MemoryStore:
         self._contacts: dict[tuple[FeedId, FeedId], ContactRow] = {}
         self._names: dict[FeedId, tuple[int, str]] = {}
         self._meta: dict[str, str] = {}
+        self._notes: dict[tuple[FeedId, str], NoteTable] = {}
+        self._peers: dict[FeedId, PeerRecord] = {}
 
     async def close(self) -> None:
         return None
@@ -103,3 +107,29 @@ class MemoryStore:
             self._meta.pop(key, None)
         else:
             self._meta[key] = value
+
+    async def peer_notes(self, peer: FeedId, direction: str) -> NoteTable:
+        return dict(self._notes.get((peer, direction), {}))
+
+    async def update_peer_notes(self, peer: FeedId, direction: str,
+                                upserts: NoteTable,
+                                removes: Sequence[FeedId]) -> None:
+        table = self._notes.setdefault((peer, direction), {})
+        for f in removes:
+            table.pop(f, None)
+        table.update(upserts)
+    async def peer_seen(self, feed: FeedId, host: str, port: int, source: str,
+                        when: int) -> None:
+        old = self._peers.get(feed)
+        self._peers[feed] = PeerRecord(
+            feed, host, port, source, when, old.last_synced if old else None,
+            old.state if old else "discovered")
+
+    async def peer_state(self, feed: FeedId, state: str, when: int, *, synced: bool) -> None:
+        old = self._peers.get(feed) or PeerRecord(feed, "", 0, "inbound", None, None, state)
+        self._peers[feed] = PeerRecord(
+            feed, old.host, old.port, old.source, old.last_seen,
+            when if synced else old.last_synced, state)
+
+    async def peers(self) -> list[PeerRecord]:
+        return [self._peers[f] for f in sorted(self._peers)]

@@ -9,6 +9,7 @@ written to. Batches are one transaction of a few ``executemany`` calls, never on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -21,7 +22,14 @@ from feedlog.core.errors import StoreError
 from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import Message
-from feedlog.store.base import ContactRow, FeedInfo, derived_rows, plan_append
+from feedlog.store.base import (
+    ContactRow,
+    FeedInfo,
+    NoteTable,
+    PeerRecord,
+    derived_rows,
+    plan_append,
+)
 
 APPLICATION_ID = 0x46444C47  # "FDLG"
 SCHEMA_VERSION = 1
@@ -66,7 +74,28 @@ _SCHEMA = [
 
 # Tables of feature modules (peers, indexes, ...): idempotent statements run at every open,
 # inside schema version 1, so a store made before a feature landed gains its tables.
-_FEATURE_TABLES: list[str] = []
+_FEATURE_TABLES: list[str] = [
+    # replication baselines (spec/replication.md §7); dir 0 = sent, 1 = received
+    """CREATE TABLE IF NOT EXISTS peer_notes (
+        peer BLOB NOT NULL,
+        dir INTEGER NOT NULL,
+        feed BLOB NOT NULL,
+        note INTEGER NOT NULL,
+        forked INTEGER,
+        PRIMARY KEY (peer, dir, feed)
+    ) WITHOUT ROWID""",
+    # peer book (feedlog/peers.py)
+    """CREATE TABLE IF NOT EXISTS peers (
+        feed BLOB PRIMARY KEY,
+        host TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        last_seen INTEGER,
+        last_synced INTEGER,
+        state TEXT NOT NULL
+    ) WITHOUT ROWID""",
+]
+_DIRS = {"sent": 0, "recv": 1}
 
 
 def _store_error(exc: BaseException, path: Path) -> StoreError:
@@ -90,6 +119,9 @@ class SqliteStore:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._db = conn
         self.path = path
+        # one connection is shared by every task of the node (peers, publish, import):
+        # write transactions take turns
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, create: bool = True) -> SqliteStore:
@@ -164,6 +196,12 @@ class SqliteStore:
         issued only while a transaction is still open, and never hides the original error.
         """
         db = self._db
+        async with self._write_lock, self._transaction_unlocked(db) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _transaction_unlocked(self, db: aiosqlite.Connection
+                                    ) -> AsyncIterator[aiosqlite.Connection]:
         try:
             await db.execute("BEGIN IMMEDIATE")
             try:
@@ -318,6 +356,55 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from None
 
+    async def peer_seen(self, feed: FeedId, host: str, port: int, source: str,
+                        when: int) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO peers (feed, host, port, source, last_seen, state) "
+                "VALUES (?, ?, ?, ?, ?, 'discovered') ON CONFLICT (feed) DO UPDATE SET "
+                "host = excluded.host, port = excluded.port, source = excluded.source, "
+                "last_seen = excluded.last_seen", (feed, host, port, source, when))
+
+    async def peer_state(self, feed: FeedId, state: str, when: int, *, synced: bool) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO peers (feed, host, port, source, last_synced, state) "
+                "VALUES (?, '', 0, 'inbound', ?, ?) ON CONFLICT (feed) DO UPDATE SET "
+                "state = excluded.state, "
+                "last_synced = coalesce(excluded.last_synced, peers.last_synced)",
+                (feed, when if synced else None, state))
+
+    async def peers(self) -> list[PeerRecord]:
+        rows = await self._rows(
+            "SELECT feed, host, port, source, last_seen, last_synced, state FROM peers "
+            "ORDER BY feed")
+        return [PeerRecord(FeedId(bytes(f)), h, p, src, ls, sy, st)
+                for f, h, p, src, ls, sy, st in rows]
+
     async def integrity_check(self) -> list[str]:
         rows = await self._rows("PRAGMA integrity_check")
         return [str(r[0]) for r in rows if r[0] != "ok"]
+
+    async def peer_notes(self, peer: FeedId, direction: str) -> NoteTable:
+        rows = await self._rows(
+            "SELECT feed, note, forked FROM peer_notes WHERE peer = ? AND dir = ?",
+            (peer, _DIRS[direction]))
+        return {FeedId(bytes(f)): (n, k) for f, n, k in rows}
+
+    async def update_peer_notes(self, peer: FeedId, direction: str,
+                                upserts: NoteTable,
+                                removes: Sequence[FeedId]) -> None:
+        if not upserts and not removes:
+            return
+        d = _DIRS[direction]
+        async with self._transaction() as db:
+            if removes:
+                await db.executemany(
+                    "DELETE FROM peer_notes WHERE peer = ? AND dir = ? AND feed = ?",
+                    [(peer, d, f) for f in removes])
+            if upserts:
+                await db.executemany(
+                    "INSERT INTO peer_notes (peer, dir, feed, note, forked) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (peer, dir, feed) DO UPDATE SET note = excluded.note, "
+                    "forked = excluded.forked",
+                    [(peer, d, f, n, k) for f, (n, k) in upserts.items()])

@@ -13,7 +13,7 @@ from feedlog.core.errors import StoreError
 from feedlog.core.fork import make_fork_proof
 from feedlog.core.ids import FeedId
 from feedlog.core.message import FeedState, Message, create
-from feedlog.store import MemoryStore, SqliteStore, Store
+from feedlog.store import MemoryStore, PeerRecord, SqliteStore, Store
 from tests.conftest import keypair
 
 
@@ -118,6 +118,37 @@ class TestStoreContract:
         await store.set_meta("k", None)
         assert await store.get_meta("k") is None
 
+    async def test_peer_notes_are_per_peer_and_direction(self, store: Store, alice: Keypair,
+                                                         bob: Keypair) -> None:
+        a, b = FeedId(alice.public), FeedId(bob.public)
+        assert await store.peer_notes(a, "sent") == {}
+        await store.update_peer_notes(a, "sent", {a: (10, None), b: (3, 2)}, [])
+        await store.update_peer_notes(a, "recv", {b: (7, None)}, [])
+        assert await store.peer_notes(a, "sent") == {a: (10, None), b: (3, 2)}
+        assert await store.peer_notes(a, "recv") == {b: (7, None)}
+        assert await store.peer_notes(b, "sent") == {}
+        await store.update_peer_notes(a, "sent", {a: (12, None)}, [b])
+        assert await store.peer_notes(a, "sent") == {a: (12, None)}
+    async def test_peer_book(self, store: Store, alice: Keypair, bob: Keypair) -> None:
+        a, b = FeedId(alice.public), FeedId(bob.public)
+        assert await store.peers() == []
+        await store.peer_seen(a, "10.0.0.1", 8008, "lan", 1000)
+        assert await store.peers() == [PeerRecord(a, "10.0.0.1", 8008, "lan", 1000, None,
+                                                  "discovered")]
+        await store.peer_state(a, "connected", 1100, synced=False)
+        await store.peer_state(a, "synced", 1200, synced=True)
+        await store.peer_seen(a, "10.0.0.9", 9000, "lan", 1300)  # moved: address and time only
+        await store.peer_state(a, "unreachable", 1400, synced=False)  # keeps last_synced
+        # a peer that dialled us and was never seen: a row with no address
+        await store.peer_state(b, "connected", 1500, synced=False)
+        rows = {r.feed: r for r in await store.peers()}
+        assert rows[a] == PeerRecord(a, "10.0.0.9", 9000, "lan", 1300, 1200, "unreachable")
+        assert rows[b] == PeerRecord(b, "", 0, "inbound", None, None, "connected")
+        assert [r.feed for r in await store.peers()] == sorted([a, b])
+        await store.peer_seen(b, "10.0.0.2", 8008, "manual", 1600)
+        rows = {r.feed: r for r in await store.peers()}
+        assert rows[b] == PeerRecord(b, "10.0.0.2", 8008, "manual", 1600, None, "connected")
+
 
 async def test_sqlite_persists_and_refuses_foreign_files(tmp_path: Path) -> None:
     k = keypair("persist")
@@ -174,4 +205,25 @@ async def test_sqlite_full_disk_keeps_store_intact(tmp_path: Path) -> None:
     await s.append(more)
     info = await s.feed(FeedId(k.public))
     assert info is not None and info.seq == 2005
+    await s.close()
+
+
+async def test_sqlite_peer_book_persists_and_old_stores_gain_the_table(tmp_path: Path) -> None:
+    import sqlite3
+
+    k = keypair("peer")
+    p = tmp_path / "db.sqlite3"
+    s = await SqliteStore.open(p)
+    await s.peer_seen(FeedId(k.public), "10.1.1.1", 8008, "lan", 5)
+    await s.close()
+    c = sqlite3.connect(p)
+    c.execute("DROP TABLE peers")  # as a store made before the peer book existed
+    c.commit()
+    c.close()
+    s = await SqliteStore.open(p)
+    assert await s.peers() == []
+    await s.peer_seen(FeedId(k.public), "10.1.1.1", 8008, "lan", 7)
+    await s.close()
+    s = await SqliteStore.open(p)
+    assert [r.last_seen for r in await s.peers()] == [7]
     await s.close()
