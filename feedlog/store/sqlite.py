@@ -239,9 +239,11 @@ class SqliteStore:
             return
         # The whole transaction is one job on the connection's thread: one round trip through
         # the event loop instead of one per statement, so a busy loop (decoding the next batch)
-        # does not hold the commit back, and the commit overlaps with the loop's work.
+        # does not hold the commit back, and the commit overlaps with the loop's work. Other
+        # writers' transactions span several awaits, so the write lock is still taken.
         try:
-            await self._in_thread(self._append_sync, msgs)
+            async with self._write_lock:
+                await self._in_thread(self._append_sync, msgs)
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from None
 
