@@ -91,6 +91,7 @@ class _Plan:
     candidates: dict[FeedId, list[Message]]
     conflicts: list[tuple[Message, Message | None, int]]  # (msg, counterpart, seq to fetch)
     checks: list[tuple[list[Message], asyncio.Future[list[bool]] | list[bool]]]
+    size: int = 0  # messages to verify
 
 
 class Ingestor:
@@ -100,7 +101,8 @@ class Ingestor:
     ``on_append`` is called after each committed batch with the appended messages (live push).
     """
 
-    CHUNK = 256
+    CHUNK = 256  # signatures per executor job
+    COMMIT_ROWS = 4096  # at most this many messages (about) per store transaction
 
     def __init__(
         self,
@@ -230,7 +232,7 @@ class Ingestor:
             self._optimistic[cur] = FeedState(cur, seq, head)
         if pending:
             submit()
-        return _Plan(candidates, conflicts, checks)
+        return _Plan(candidates, conflicts, checks, sum(len(c) for c, _ in checks))
 
     def _ahead(self, a: FeedId, state: FeedState) -> bool:
         info = self._committed.get(a)
@@ -241,14 +243,51 @@ class Ingestor:
             plan = await self._queue.get()
             if plan is None:
                 return
-            await self._commit(plan)
+            # Plans already waiting are committed in the same transaction (fewer commits: a
+            # commit rewrites every index page the batch touched). Only behind a plan without
+            # conflicts, so a fork or an older message is still settled before any later plan.
+            plans = [plan]
+            rows = plan.size
+            done = False
+            while not plan.conflicts and rows < self.COMMIT_ROWS and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    done = True
+                    break
+                plans.append(nxt)
+                plan = nxt
+                rows += plan.size
+            await self._commit(plans)
+            if done:
+                return
 
-    async def _commit(self, plan: _Plan) -> None:
-        valid: dict[int, bool] = {}  # by the identity of the Message objects of this plan
-        for chunk, fut in plan.checks:
-            results = fut if isinstance(fut, list) else await fut
-            valid.update(zip(map(id, chunk), results, strict=True))
+    async def _commit(self, plans: list[_Plan]) -> None:
         batch: list[Message] = []
+        valids: list[dict[int, bool]] = []
+        for plan in plans:
+            valid: dict[int, bool] = {}  # by the identity of the Message objects of this plan
+            for chunk, fut in plan.checks:
+                results = fut if isinstance(fut, list) else await fut
+                valid.update(zip(map(id, chunk), results, strict=True))
+            valids.append(valid)
+            self._accept(plan, valid, batch)
+        if batch:
+            try:
+                await self.store.append(batch)
+            except BaseException:
+                for a in {m.author for m in batch}:  # our cache may be ahead of the store
+                    self._committed.pop(a, None)
+                    self._optimistic.pop(a, None)
+                raise
+            if self.on_append is not None:
+                self.on_append(batch)
+        for plan, valid in zip(plans, valids, strict=True):
+            for m, counterpart, seq in plan.conflicts:
+                await self._conflict(m, counterpart, seq, valid)
+
+    def _accept(self, plan: _Plan, valid: dict[int, bool], batch: list[Message]) -> None:
+        """Add to ``batch`` each candidate run's longest verified part that continues the
+        committed head (and move the committed head past it)."""
         for a, run in plan.candidates.items():
             rep = self.report.feed(a)
             if a in self._poisoned:
@@ -291,18 +330,6 @@ class Ingestor:
                 self._committed[a] = FeedInfo(a, accepted[-1].seq, accepted[-1].id,
                                               info.forked_seq if info else None,
                                               info.name if info else None)
-        if batch:
-            try:
-                await self.store.append(batch)
-            except BaseException:
-                for a in {m.author for m in batch}:  # our cache may be ahead of the store
-                    self._committed.pop(a, None)
-                    self._optimistic.pop(a, None)
-                raise
-            if self.on_append is not None:
-                self.on_append(batch)
-        for m, counterpart, seq in plan.conflicts:
-            await self._conflict(m, counterpart, seq, valid)
 
     async def _conflict(
         self, m: Message, counterpart: Message | None, seq: int, valid: dict[int, bool]

@@ -48,6 +48,8 @@ class VerifyReport:
 
 
 class Node:
+    SIGN_CHUNK = 128  # messages per signing job of publish_many
+
     def __init__(self, keys: Keypair, store: Store, home: Path | None = None,
                  *, workers: int | None = None) -> None:
         self.keys = keys
@@ -138,13 +140,32 @@ class Node:
         async with self._publish_lock:
             state = await self._own_state()
             ts = now_ms() if timestamp is None else timestamp
+            # Chained here in order, signed on the pool a chunk at a time as soon as the chunk
+            # is chained, so the workers sign while this loop prepares the next chunk.
+            loop = asyncio.get_running_loop()
+            jobs: list[asyncio.Future[list[Message]]] = []
             unsigned: list[Unsigned] = []
-            for item in items:
-                c = contents.post(item) if isinstance(item, str) else item
-                u = prepare(self.keys.public, state, c, ts)
-                unsigned.append(u)
-                state = u.state
-            msgs = await self._sign(unsigned)
+            try:
+                for item in items:
+                    c = contents.post(item) if isinstance(item, str) else item
+                    u = prepare(self.keys.public, state, c, ts)
+                    unsigned.append(u)
+                    state = u.state
+                    if len(unsigned) == self.SIGN_CHUNK:
+                        jobs.append(loop.run_in_executor(self._executor, _sign_chunk,
+                                                         self.keys, unsigned))
+                        unsigned = []
+            except BaseException:  # e.g. a bad content: nothing is published
+                for job in jobs:
+                    job.cancel()
+                raise
+            if jobs:
+                if unsigned:
+                    jobs.append(loop.run_in_executor(self._executor, _sign_chunk, self.keys,
+                                                     unsigned))
+                msgs = [m for part in await asyncio.gather(*jobs) for m in part]
+            else:
+                msgs = await self._sign(unsigned)
             try:
                 await self.store.append(msgs)
             except BaseException:

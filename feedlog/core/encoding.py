@@ -43,6 +43,56 @@ def encode(value: Value) -> bytes:
     return bytes(cbor2.dumps(value, canonical=True))
 
 
+def head(major: int, n: int) -> bytes:
+    """The canonical head of major type ``major`` (0-7) with argument ``n`` (0 <= n < 2**64)."""
+    m = major << 5
+    if n < 24:
+        return bytes((m | n,))
+    if n < 0x100:
+        return bytes((m | 24, n))
+    if n < 0x10000:
+        return bytes((m | 25,)) + n.to_bytes(2)
+    if n < 0x100000000:
+        return bytes((m | 26,)) + n.to_bytes(4)
+    return bytes((m | 27,)) + n.to_bytes(8)
+
+
+def encode_checked(value: Value, what: str = "value") -> bytes:
+    """``check_subset`` then ``encode``, in one pass for the usual flat map of text keys to
+    text, byte strings, integers, booleans and null (tests/core/test_fastpath.py compares
+    the two)."""
+    if type(value) is dict:
+        items = []
+        for k, v in value.items():
+            if type(k) is not str:
+                break
+            t = type(v)
+            if t is str:
+                b = v.encode("utf-8")
+                n = len(b)
+                ev = (bytes((0x60 + n,)) if n < 24 else head(3, n)) + b
+            elif t is bytes:
+                ev = head(2, len(v)) + v
+            elif t is int and 0 <= v <= INT_MAX:
+                ev = head(0, v)
+            elif t is int and INT_MIN <= v < 0:
+                ev = head(1, -1 - v)
+            elif v is None:
+                ev = b"\xf6"
+            elif t is bool:
+                ev = b"\xf5" if v else b"\xf4"
+            else:
+                break
+            kb = k.encode("utf-8")
+            n = len(kb)
+            items.append(((bytes((0x60 + n,)) if n < 24 else head(3, n)) + kb, ev))
+        else:
+            items.sort()  # bytewise order of the encoded keys (distinct: dict keys are)
+            return head(5, len(items)) + b"".join(k + v for k, v in items)
+    check_subset(value, what)
+    return encode(value)
+
+
 def decode_strict(data: bytes, *, what: str = "value") -> Value:
     """Decode ``data`` as exactly one canonical CBOR item of the subset.
 
@@ -258,14 +308,30 @@ def _parse_item(d: bytes, p: int, depth: int) -> tuple[Value, int]:
         out: dict[str, Value] = {}
         last = b""
         for _ in range(n):
-            start = p
-            if d[p] >> 5 != 3:
+            b = d[p]
+            if 0x60 <= b < 0x78:  # the usual short key, read here rather than by a call
+                end = p + 1 + b - 0x60
+                encoded = d[p:end]
+                key = encoded[1:].decode("utf-8")
+                p = end
+            elif b >> 5 == 3:
+                start = p
+                key, p = _parse_item(d, p, depth + 1)
+                encoded = d[start:p]
+            else:
                 raise _NotProven  # keys are text strings
-            key, p = _parse_item(d, p, depth + 1)
-            encoded = d[start:p]
             if encoded <= last:  # strictly increasing: sorted, no duplicates
                 raise _NotProven
             last = encoded
-            out[key], p = _parse_item(d, p, depth + 1)
+            b = d[p]
+            if 0x60 <= b < 0x78:  # a short text value
+                end = p + 1 + b - 0x60
+                out[key] = d[p + 1 : end].decode("utf-8")
+                p = end
+            elif b < 24:  # a small uint
+                out[key] = b
+                p += 1
+            else:
+                out[key], p = _parse_item(d, p, depth + 1)
         return out, p
     raise _NotProven  # tags

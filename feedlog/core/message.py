@@ -87,11 +87,36 @@ def content_hash(content: bytes) -> bytes:
 def encode_header(
     author: bytes, seq: int, previous: bytes | None, timestamp: int, size: int, digest: bytes
 ) -> bytes:
-    return encoding.encode([VERSION, author, seq, previous, timestamp, size, digest])
+    """The canonical header (the same bytes as ``encoding.encode`` of the array; written out
+    by hand because publishing does it for every message)."""
+    if not (0 <= seq <= encoding.INT_MAX and 0 <= timestamp <= encoding.INT_MAX
+            and 0 <= size <= encoding.INT_MAX):
+        return encoding.encode([VERSION, author, seq, previous, timestamp, size, digest])
+    h = encoding.head
+    if len(author) == len(digest) == 32 and (previous is None or len(previous) == 32):
+        return b"".join((  # the usual shape: only the three integers vary in length
+            _HEADER_V1_AUTHOR, author, h(0, seq),
+            b"\xf6" if previous is None else _BSTR32, b"" if previous is None else previous,
+            h(0, timestamp), h(0, size), _BSTR32, digest,
+        ))
+    return b"".join((
+        b"\x87", h(0, VERSION), h(2, len(author)), author, h(0, seq),
+        b"\xf6" if previous is None else h(2, len(previous)) + previous,
+        h(0, timestamp), h(0, size), h(2, len(digest)), digest,
+    ))
+
+
+_BSTR32 = encoding.head(2, 32)
+_HEADER_V1_AUTHOR = b"\x87" + encoding.head(0, VERSION) + _BSTR32
 
 
 def encode_message(header: bytes, signature: bytes, content: bytes | None) -> bytes:
-    return encoding.encode([header, signature, content])
+    """The canonical message array (as ``encoding.encode([header, signature, content])``)."""
+    h = encoding.head
+    return b"".join((
+        b"\x83", h(2, len(header)), header, h(2, len(signature)), signature,
+        b"\xf6" if content is None else h(2, len(content)) + content,
+    ))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +152,12 @@ def prepare(author: bytes, state: FeedState, content: Mapping[str, Any],
     value = dict(content)
     check_known(value)
     try:
-        encoding.check_subset(value, "content")
+        body = encoding.encode_checked(value, "content")
         t = value.get("type")
         if not isinstance(t, str) or not TYPE_PATTERN.match(t):
             raise InvalidMessage("content has no valid text 'type'", code="bad-content")
     except InvalidMessage as exc:
         raise LocalError(exc.message, code=exc.code) from None
-    body = encoding.encode(value)
     digest = content_hash(body)
     header = encode_header(author, state.seq + 1, state.head, timestamp, len(body), digest)
     return Unsigned(header, message_id(header), FeedId(author), state.seq + 1, state.head,

@@ -114,11 +114,15 @@ def _parse_fast(raw: bytes) -> Message | None:
     end = len(raw)
     if end > MAX_MESSAGE_SIZE or raw[0] != 0x83:
         return None
-    n, p = _bstr_head(raw, 1)
-    if n < 0:
-        return None
-    header = raw[p : p + n]
-    p += n
+    if raw[1] == 0x58 and raw[2] >= 24:  # the usual header length form, read in place
+        p = 3 + raw[2]
+        header = raw[3:p]
+    else:
+        n, p = _bstr_head(raw, 1)
+        if n < 0:
+            return None
+        header = raw[p : p + n]
+        p += n
     if raw[p : p + 2] != _SIGNATURE_HEAD:
         return None
     signature = raw[p + 2 : p + 66]
@@ -152,7 +156,13 @@ def _parse_fast(raw: bytes) -> Message | None:
             return None
         previous = h[p + 2 : p + 34]
         p += 34
-    timestamp, p = _uint(h, p)
+    if h[p] == 0x1B:  # a timestamp in ms since 1970 takes the 8-byte form
+        timestamp = int.from_bytes(h[p + 1 : p + 9])
+        if timestamp < 0x100000000:
+            return None
+        p += 9
+    else:
+        timestamp, p = _uint(h, p)
     if not 0 <= timestamp <= MAX_TIMESTAMP:
         return None
     size, p = _uint(h, p)

@@ -33,6 +33,8 @@ from feedlog.store.base import (
 
 APPLICATION_ID = 0x46444C47  # "FDLG"
 SCHEMA_VERSION = 1
+PAGE_SIZE = 8192  # for new stores; an existing store keeps its own
+CACHE_KIB = 32768  # page cache per connection (SQLite's default is 2 MiB)
 
 _SCHEMA = [
     """CREATE TABLE messages (
@@ -150,6 +152,9 @@ class SqliteStore:
         version = await self._scalar("PRAGMA user_version")
         tables = await self._scalar("SELECT count(*) FROM sqlite_master")
         if app == 0 and version == 0 and tables == 0:
+            # 8 KiB pages: the id index takes random keys, and every commit rewrites each index
+            # page it touched; fewer, larger pages cost less CPU per message (make bench).
+            await db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("BEGIN IMMEDIATE")
             for stmt in _SCHEMA:
@@ -166,6 +171,7 @@ class SqliteStore:
                 "upgrade feedlog", code="store-too-new")
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = FULL")
+        await db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")  # keeps the id index in memory
         await db.execute("PRAGMA foreign_keys = ON")
         if _FEATURE_TABLES:
             await db.execute("BEGIN IMMEDIATE")

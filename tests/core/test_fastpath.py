@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,7 @@ from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import (
     CONTENT_TAG,
     MAX_MESSAGE_SIZE,
+    VERSION,
     FeedState,
     create,
     encode_header,
@@ -270,3 +272,40 @@ def test_header_fields_of_every_width() -> None:
         m = _parse_fast(raw)
         assert m is not None and m.seq == n and m.timestamp == n
         check_message(raw)
+
+
+# --- the hand-written encoders ---------------------------------------------------------------
+
+@given(st.binary(min_size=0, max_size=40), st.integers(0, 2**64 - 1),
+       st.none() | st.binary(max_size=40), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1),
+       st.binary(max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_encode_header_is_the_canonical_array(author: bytes, seq: int, previous: bytes | None,
+                                              timestamp: int, size: int, digest: bytes) -> None:
+    assert encode_header(author, seq, previous, timestamp, size, digest) == encoding.encode(
+        [VERSION, author, seq, previous, timestamp, size, digest])
+
+
+@given(st.binary(max_size=300), st.binary(max_size=70), st.none() | st.binary(max_size=70000))
+@settings(max_examples=200, deadline=None)
+def test_encode_message_is_the_canonical_array(header: bytes, signature: bytes,
+                                               content: bytes | None) -> None:
+    assert encode_message(header, signature, content) == encoding.encode(
+        [header, signature, content])
+
+
+@given(values | st.dictionaries(st.text(max_size=30), st.none() | st.booleans()
+                                | st.integers(-(2**64), 2**64 - 1) | st.binary(max_size=300)
+                                | st.text(max_size=300), max_size=6))
+@settings(max_examples=400, deadline=None)
+def test_encode_checked_is_check_then_encode(v: Any) -> None:
+    encoding.check_subset(v)
+    assert encoding.encode_checked(v) == encoding.encode(v)
+
+
+def test_encode_checked_refuses_what_check_subset_refuses() -> None:
+    for bad in ({"type": "x", "n": 1.5}, {"type": "x", "n": 2**64}, {"type": "x", 1: 2},
+                {"type": "x", "n": -(2**64) - 1}, {"type": "x", "s": {1, 2}}):
+        with pytest.raises(InvalidMessage) as info:
+            encoding.encode_checked(bad)
+        assert info.value.code == "bad-cbor-type"
