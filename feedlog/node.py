@@ -19,7 +19,7 @@ from typing import Any
 from feedlog.core import content as contents
 from feedlog.core.crypto import Keypair
 from feedlog.core.errors import InvalidMessage, LocalError, StoreError
-from feedlog.core.fork import decode_fork_proof
+from feedlog.core.fork import ForkProof, decode_fork_proof
 from feedlog.core.graph import Contact, Replication, replication_set
 from feedlog.core.ids import FeedId, feed_id_text
 from feedlog.core.message import FeedState, Message, Unsigned, finish, prepare, sign_header
@@ -239,14 +239,24 @@ class Node:
 
     # --- receiving -----------------------------------------------------------------------
 
-    def ingestor(self, *, only_wanted: Iterable[FeedId] | None = None) -> Ingestor:
-        """An ingest session (one per source). ``only_wanted`` restricts accepted feeds."""
+    def ingestor(self, *, only_wanted: Iterable[FeedId] | None = None,
+                 store: Store | None = None) -> Ingestor:
+        """An ingest session (one per source). ``only_wanted`` restricts accepted feeds;
+        ``store`` replaces this node's store (e.g. a dry-run overlay)."""
         allowed = None
         if only_wanted is not None:
             wanted = frozenset(only_wanted)
             allowed = wanted.__contains__
-        return Ingestor(self.store, executor=self._executor, allowed=allowed,
-                        on_append=self._on_append)
+        return Ingestor(self.store if store is None else store, executor=self._executor,
+                        allowed=allowed, on_append=self._on_append)
+
+    async def record_fork(self, proof: ForkProof) -> bool:
+        """Keep a fork proof (already verified: ForkProof values come from make_fork_proof or
+        decode_fork_proof) and mark its feed forked; False if it was known."""
+        added = await self.store.record_fork(proof)
+        if proof.author == self.id:
+            self._own = None
+        return added
 
     def _on_append(self, msgs: Sequence[Message]) -> None:
         if any(m.author == self.id for m in msgs):
