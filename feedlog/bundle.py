@@ -440,6 +440,15 @@ async def import_bundle(node: Node, root: Path, *, all_feeds: bool = False,
                         progress: Progress | None = None) -> ImportReport:
     """Verify and store what the bundle in ``root/feedlog`` holds and ``node`` lacks: the feeds
     it replicates, or every feed with ``all_feeds``. ``dry_run`` stores nothing."""
+    try:
+        return await _import(node, root, all_feeds, dry_run, use_summary, progress)
+    except OSError as exc:
+        raise RemoteError(f"cannot read the bundle in {root}: {exc.strerror or exc}",
+                          code="bundle-unreadable") from None
+
+
+async def _import(node: Node, root: Path, all_feeds: bool, dry_run: bool, use_summary: bool,
+                  progress: Progress | None) -> ImportReport:
     bdir = bundle_dir(root)
     listing = list_bundle(bdir)
     summary, problem = read_summary(listing) if use_summary else (fmt.Summary.empty(), None)
@@ -460,6 +469,8 @@ async def import_bundle(node: Node, root: Path, *, all_feeds: bool = False,
     ing = node.ingestor(only_wanted=wanted, store=store)
     report = ImportReport(str(root), dry_run, ing.report, plan, summary_problem=problem)
     total = plan.bytes
+    if progress is not None:
+        progress(0, total)
 
     def step(n: int) -> None:
         report.bytes_read += n
