@@ -7,7 +7,7 @@ stdout, or JSON with ``--json``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -29,8 +29,8 @@ from feedlog.bundle import ExportReport, ImportReport, export_bundle, import_bun
 from feedlog.core.errors import FeedlogError
 
 T = TypeVar("T")
-DirArg = Annotated[Path, typer.Argument(metavar="DIR",
-                                        help="The stick (or any folder); the bundle is DIR/feedlog.")]
+DirArg = Annotated[Path, typer.Argument(
+    metavar="DIR", help="The stick (or any folder); the bundle is DIR/feedlog.")]
 
 
 @contextmanager
@@ -46,7 +46,7 @@ def _bar(label: str, *, in_bytes: bool, quiet: bool) -> Iterator[Callable[[int, 
         yield update
 
 
-def _plain(go: Callable[[], Awaitable[T]]) -> T:
+def _plain(go: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(go())
     except FeedlogError as exc:
