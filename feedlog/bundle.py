@@ -233,7 +233,7 @@ class _SegmentWriter:
 
     def add(self, record: bytes) -> tuple[int, int]:
         """Append one record; returns (segment, offset)."""
-        if self.f is None or self.size + len(record) > self.segment_max:
+        if self.f is None or (self.size and self.size + len(record) > self.segment_max):
             self.close_segment()
             self._open()
         where = (self.number, self.size)
@@ -272,7 +272,7 @@ async def export_bundle(node: Node, root: Path, feeds: Iterable[FeedId] | None =
                         segment_max: int = fmt.SEGMENT_MAX) -> ExportReport:
     """Write what the bundle in ``root/feedlog`` lacks of ``feeds`` (default: this node's own
     and replicated feeds) and every fork proof this node holds."""
-    if not fmt.MAX_RECORD <= segment_max < fmt.FILE_LIMIT:
+    if not 1024 <= segment_max <= fmt.FILE_LIMIT - fmt.MAX_RECORD:
         raise LocalError(f"segment size {segment_max} out of range", code="bad-segment-size")
     bdir = bundle_dir(root, create=True)
     report = ExportReport(str(root))
