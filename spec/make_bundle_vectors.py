@@ -23,6 +23,7 @@ from feedlog.core.crypto import Keypair
 from feedlog.core.fork import make_fork_proof
 from feedlog.core.ids import FeedId, msg_id_text
 from feedlog.core.message import FeedState, create
+from feedlog.core.validate import decode_message
 from feedlog.node import Node
 
 HERE = Path(__file__).resolve().parent
@@ -141,8 +142,7 @@ async def whole_bundle() -> dict[str, Any]:
 
 def build() -> str:
     raws = feed_messages()
-    one, two, other = fork_pair()
-    from feedlog.core.validate import decode_message
+    _, two, other = fork_pair()
 
     proof = make_fork_proof(decode_message(two), decode_message(other)).encode()
     bundle = asyncio.run(whole_bundle())
