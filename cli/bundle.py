@@ -35,15 +35,26 @@ DirArg = Annotated[Path, typer.Argument(
 
 @contextmanager
 def _bar(label: str, *, in_bytes: bool, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, shown from the first report on (so an early error is one line
+    on its own)."""
     counter = DownloadColumn() if in_bytes else MofNCompleteColumn()
-    with Progress(TextColumn(label), BarColumn(), counter, TimeRemainingColumn(),
-                  console=Console(stderr=True), disable=quiet, transient=False) as prog:
-        task = prog.add_task(label, total=None)
+    prog = Progress(TextColumn(label), BarColumn(), counter, TimeRemainingColumn(),
+                    console=Console(stderr=True), disable=quiet, transient=False)
+    task = prog.add_task(label, total=None)
+    started = False
 
-        def update(done: int, total: int) -> None:
-            prog.update(task, completed=done, total=max(total, done))
+    def update(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            prog.start()
+            started = True
+        prog.update(task, completed=done, total=max(total, done))
 
+    try:
         yield update
+    finally:
+        if started:
+            prog.stop()
 
 
 def _plain(go: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -184,13 +184,18 @@ class ExportReport:
         }
 
 
-def reindex(listing: Listing) -> fmt.Summary:
+def reindex(listing: Listing) -> tuple[fmt.Summary, dict[int, int]]:
     """Rebuild a summary from the data alone (spec/bundle.md §5.3): for each feed, the chain of
-    complete records from seq 1 that link; committed lengths are the file sizes."""
+    complete records from seq 1 that link; committed lengths are the file sizes. Also returns
+    the segments that end in a torn tail, with the length of their undamaged prefix."""
     heads: dict[FeedId, tuple[int, MsgId]] = {}
     extents: dict[FeedId, list[fmt.Extent]] = {}
     forks: list[fmt.ForkEntry] = []
+    torn: dict[int, int] = {}
     for seg, scan in read_ranges(listing, [(n, 0, s) for n, s in sorted(listing.sizes.items())]):
+        for d in scan.damage:
+            if d.code == "torn-tail":
+                torn[seg] = d.offset
         for r in scan.records:
             try:
                 if r.kind == fmt.KIND_FORK:
@@ -211,7 +216,33 @@ def reindex(listing: Listing) -> fmt.Summary:
             else:
                 ext.append(fmt.Extent(seg, r.offset, r.size, m.seq, m.seq))
     feeds = {a: fmt.FeedSummary(a, 1, s, h, tuple(extents[a])) for a, (s, h) in heads.items()}
-    return fmt.Summary(dict(listing.sizes), feeds, tuple(forks))
+    sizes = dict(listing.sizes)
+    sizes.update(torn)
+    return fmt.Summary(sizes, feeds, tuple(forks)), torn
+
+
+def _cut_torn_tails(bdir: Path, listing: Listing, torn: dict[int, int]) -> None:
+    """Replace each segment ending in a torn tail by its undamaged prefix (spec/bundle.md §5.3):
+    a copy under the temporary name, fsynced, renamed over the segment. Pulled out midway, the
+    stick holds either the old segment or the repaired one, and readers accept both."""
+    for seg, good in sorted(torn.items()):
+        path = listing.segments[seg]
+        if good == 0:
+            path.unlink()
+            del listing.segments[seg], listing.sizes[seg]
+            continue
+        with open(path, "rb") as f:
+            def chunks(f: BinaryIO = f, left: int = good) -> Iterator[bytes]:
+                while left > 0:
+                    chunk = f.read(min(READ_CHUNK, left))
+                    if not chunk:
+                        return
+                    left -= len(chunk)
+                    yield chunk
+
+            _write_file(bdir, fmt.segment_tmp_name(seg), path.name, chunks())
+        listing.sizes[seg] = good
+    _fsync_dir(bdir)
 
 
 class _SegmentWriter:
@@ -295,7 +326,10 @@ async def _export(node: Node, bdir: Path, feeds: Iterable[FeedId] | None,
     if problem is None and dict(summary.segments) != listing.sizes:
         problem = "summary-mismatch"
     if problem is not None:
-        summary = reindex(listing)
+        summary, torn = reindex(listing)
+        _cut_torn_tails(bdir, listing, torn)
+        summary = fmt.Summary({n: s for n, s in summary.segments.items() if n in listing.sizes},
+                              summary.feeds, summary.forks)
         report.reindexed = problem
 
     authors = sorted(set(feeds) if feeds is not None else (await node.replication()).wanted)

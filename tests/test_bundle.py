@@ -151,7 +151,7 @@ async def test_truncating_the_last_segment_at_many_offsets(tmp_path: Path) -> No
         rep = await import_bundle(again, stick, all_feeds=True)
         assert rep.ingest.added == total and rep.summary_mismatch == []
         v = await verify_bundle(stick)
-        assert v.summary_mismatch == [] and v.ingest.rejected == 0
+        assert v.ok, v.as_json()  # the torn tail is gone too
         await node.close()
         await again.close()
     await a.close()
