@@ -97,7 +97,7 @@ FILE_LIMIT = 2**32 - 1  # no file may reach 4 GiB (FAT32)
 
 
 def _crc(kind: int, length: bytes, body: bytes) -> int:
-    return zlib.crc32(body, zlib.crc32(length, zlib.crc32(bytes((kind,)))))
+    return zlib.crc32(body, zlib.crc32(bytes((kind,)) + length))
 
 
 def encode_record(kind: int, body: bytes) -> bytes:
@@ -165,7 +165,21 @@ def scan(buf: bytes, base: int = 0, *, final: bool = True) -> Scan:
     out = Scan()
     pos, n = 0, len(buf)
     bad_from: int | None = None
+    crc32, from_bytes, limits = zlib.crc32, int.from_bytes, MAX_BODY
+    records = out.records
     while pos < n:
+        # fast path: a complete, intact record (the common case)
+        if n - pos >= HEADER_SIZE and bad_from is None:
+            limit = limits.get(buf[pos])
+            length = from_bytes(buf[pos + 1 : pos + 5], "big")
+            end = pos + HEADER_SIZE + length
+            if limit is not None and 1 <= length <= limit and end <= n:
+                body = buf[pos + HEADER_SIZE : end]
+                if crc32(body, crc32(buf[pos : pos + 5])) == from_bytes(buf[pos + 5 : pos + 9],
+                                                                        "big"):
+                    records.append(Record(base + pos, buf[pos], bytes(body)))
+                    pos = end
+                    continue
         hit = _record_at(buf, pos)
         if hit is not None:
             kind, end = hit
