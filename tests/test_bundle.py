@@ -253,3 +253,59 @@ async def test_errors(tmp_path: Path) -> None:
         with pytest.raises(LocalError) as info:
             await export_bundle(node, tmp_path)
         assert info.value.code == "bundle-unwritable"
+
+
+_CHILD = """
+import asyncio, sys
+from pathlib import Path
+from feedlog import Node
+from feedlog.bundle import export_bundle
+
+async def main() -> None:
+    node = await Node.open(Path(sys.argv[1]))
+    print("ready", flush=True)
+    await export_bundle(node, Path(sys.argv[2]), segment_max=2048)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_export_killed_at_a_random_moment(tmp_path: Path, seed: int) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    a = await Node.init(home)
+    await a.publish_many([f"crash test {i} " + "y" * 150 for i in range(3000)], timestamp=T0)
+    expected = await ids_of(a)
+    a_id = a.id
+    await a.close()
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(home), str(stick)],
+                             stdout=subprocess.PIPE, env=env)
+    assert child.stdout is not None and child.stdout.readline().startswith(b"ready")
+    time.sleep(random.Random(seed).uniform(0.0, 0.4))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    if (stick / "feedlog").is_dir():
+        b = Node.in_memory()
+        rep = await import_bundle(b, stick, all_feeds=True)  # whatever the state: no error
+        assert rep.ingest.rejected == 0
+        got = await ids_of(b)
+        assert set(got) <= set(expected)
+        info = await b.feed_info(a_id)
+        assert len(got) == (info.seq if info else 0)  # a prefix of the feed, seqs 1..k
+        await b.close()
+    a = await Node.open(home)
+    await export_bundle(a, stick)  # finishes the job
+    await a.close()
+    c = Node.in_memory()
+    rep = await import_bundle(c, stick, all_feeds=True)
+    assert await ids_of(c) == expected
+    assert not any(p.name.endswith(".tmp") for p in (stick / "feedlog").iterdir())
+    await c.close()
