@@ -1,8 +1,9 @@
 """`make demo`: the real `feedlog` command, run in throw-away homes, step by step.
 
 What it shows today: identities, publishing, names, following, reading feeds, status and verify,
-and what happens with bad input. Replication (serve/sync), sticks (export/import) and group
-conversations are not built yet; the demo says so instead of pretending.
+what happens with bad input, and carrying feeds from one node to another through a stick folder
+(export/import). Replication (serve/sync) and group conversations are not built yet; the demo
+says so instead of pretending.
 """
 
 from __future__ import annotations
@@ -56,8 +57,18 @@ def main() -> None:
         step(alice, "publish", "with a readable key", expect_fail=True)
         (alice / "secret.json").chmod(0o600)
         step(alice, "verify")
+        print("\nA USB stick (here a folder): Alice exports, Bob follows her and imports.")
+        stick = Path(tmp) / "stick"
+        stick.mkdir()
+        alice_id = step(alice, "whoami")
+        step(alice, "export", str(stick))
+        step(bob, "follow", alice_id)
+        step(bob, "import", str(stick), "--dry-run")
+        step(bob, "import", str(stick))
+        step(bob, "feed", alice_id, "--limit", "2")
+        step(bob, "bundle", "verify", str(stick))
         print("\nNot built yet (open issues): serve/sync between two nodes, LAN discovery, "
-              "export/import through a USB stick, group conversations in the CLI.")
+              "group conversations in the CLI.")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 from feedlog.core import content as contents
 from feedlog.core.crypto import Keypair
 from feedlog.core.errors import InvalidMessage, LocalError, StoreError
-from feedlog.core.fork import decode_fork_proof
+from feedlog.core.fork import ForkProof, decode_fork_proof
 from feedlog.core.graph import Contact, Replication, replication_set
 from feedlog.core.ids import FeedId, feed_id_text
 from feedlog.core.message import FeedState, Message, Unsigned, finish, prepare, sign_header
@@ -249,12 +249,17 @@ class Node:
 
     def ingestor(self, *, only_wanted: Iterable[FeedId] | None = None,
                  allowed: Callable[[FeedId], bool] | None = None,
-                 on_append: Callable[[Sequence[Message]], None] | None = None) -> Ingestor:
+                 on_append: Callable[[Sequence[Message]], None] | None = None,
+                 store: Store | None = None) -> Ingestor:
         """An ingest session (one per source). ``only_wanted`` (a set) or ``allowed`` (a
-        predicate) restricts accepted feeds; ``on_append`` sees each committed batch first."""
+        predicate) restricts accepted feeds; ``on_append`` sees each committed batch first.
+        ``store`` replaces this node's store (e.g. a dry-run overlay): then nothing is
+        announced to listeners and the shared head cache is not used."""
         if only_wanted is not None:
             wanted = frozenset(only_wanted)
             allowed = wanted.__contains__
+        if store is not None:
+            return Ingestor(store, executor=self._executor, allowed=allowed, on_append=on_append)
 
         def appended(msgs: Sequence[Message]) -> None:
             if on_append is not None:
@@ -263,6 +268,15 @@ class Node:
 
         return Ingestor(self.store, executor=self._executor, allowed=allowed,
                         on_append=appended, cache=self._heads)
+
+    async def record_fork(self, proof: ForkProof) -> bool:
+        """Keep a fork proof (already verified: ForkProof values come from make_fork_proof or
+        decode_fork_proof) and mark its feed forked; False if it was known."""
+        added = await self.store.record_fork(proof)
+        self._heads.pop(proof.author, None)
+        if proof.author == self.id:
+            self._own = None
+        return added
 
     def _on_append(self, msgs: Sequence[Message]) -> None:
         if any(m.author == self.id for m in msgs):
