@@ -9,7 +9,10 @@ Rules every implementation keeps (tests/store/test_contract.py checks both):
 - ``append`` refuses (``not-contiguous``) a batch that does not continue the stored head exactly,
   and (``feed-forked``) any message for a forked feed: validation happens before the store, but
   the store never lets a gap or a fork into a feed;
-- the store never re-encodes a message: ``range`` and ``get`` return the bytes appended.
+- the store never re-encodes a message: ``range`` and ``get`` return the bytes appended;
+- group roots and posts among appended messages are indexed in the same transaction
+  (store/groups.py); ``group_posts`` returns a group's posts in arrival order with their
+  arrival number, and ``reindex_groups`` rebuilds the index from the stored messages.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from feedlog.core.errors import StoreError
 from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import FeedState, Message
+from feedlog.core.view import GroupMessage, GroupRoot
+from feedlog.store.groups import GroupSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,21 @@ class Store(Protocol):
     async def get_meta(self, key: str) -> str | None: ...
 
     async def set_meta(self, key: str, value: str | None) -> None: ...
+
+    # The group index (store/groups.py), kept by ``append`` in the same transaction.
+    async def group_root(self, group_id: bytes) -> GroupRoot | None: ...
+
+    async def group_posts(
+        self, group_id: bytes, after: int = 0
+    ) -> list[tuple[int, GroupMessage]]: ...
+
+    async def group_post(self, msg_id: bytes) -> GroupMessage | None: ...
+
+    async def group_summaries(self, me: FeedId) -> list[GroupSummary]: ...
+
+    async def set_group_read(self, group_id: bytes, rx: int) -> None: ...
+
+    async def reindex_groups(self) -> int: ...
 
 
 def check_contiguous(info: FeedInfo | None, msgs: Sequence[Message]) -> None:

@@ -1,0 +1,197 @@
+"""Group conversations on a node (spec/view.md): create, post, reply, list, view.
+
+The store indexes every group root and group post as it is appended (store/groups.py), whether
+the node published it or ingested it from a peer or a stick. ``GroupBook`` keeps, per group, a
+``core.view.GroupIndex`` and the arrival number (rx) of the newest post it has taken in; a view
+first takes in only the posts that arrived since (one indexed query), so adding a message
+updates the view incrementally: appended in O(refs) when it follows every tip, inserted after a
+short scan when it is concurrent, and only a post that something present already names (a gap
+filled by a late feed) costs one recomputation.
+
+A new post's ``refs`` are the tips of the view the author holds (spec/view.md §3), so nobody
+computes them by hand. The JSON shape of a shown group is built here, once, for the CLI and for
+library users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from feedlog.core.errors import LocalError
+from feedlog.core.group_content import group_content, post_content
+from feedlog.core.ids import FeedId, MsgId, feed_id_text, msg_id_text
+from feedlog.core.message import Message
+from feedlog.core.view import GroupIndex, GroupView, MsgRef
+from feedlog.store.base import Store
+from feedlog.store.groups import GroupSummary
+
+if TYPE_CHECKING:
+    from feedlog.node import Node
+
+MAX_TITLE = 200
+
+
+@dataclass
+class _Cached:
+    index: GroupIndex
+    rx: int = 0  # newest post taken in
+
+
+class GroupBook:
+    """Per-node cache of group views, fed from the store's group index."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache: dict[bytes, _Cached] = {}
+
+    async def load(self, group_id: bytes) -> tuple[GroupIndex, int]:
+        """The group's index brought up to date with the store, and the newest rx in it."""
+        cached = self._cache.get(group_id)
+        if cached is None:
+            cached = self._cache[group_id] = _Cached(GroupIndex(group_id))
+        index = cached.index
+        if index.root is None:
+            root = await self._store.group_root(group_id)
+            if root is not None:
+                index.set_root(root)
+        new = await self._store.group_posts(group_id, cached.rx)
+        for _, post in new:
+            index.add(post)
+        if new:
+            cached.rx = new[-1][0]
+        return index, cached.rx
+
+    async def view(self, group_id: bytes) -> GroupView:
+        return (await self.load(group_id))[0].view()
+
+
+def _check_text(text: str, what: str) -> None:
+    if not text.strip() or not all(c.isprintable() or c in "\n\t" for c in text):
+        raise LocalError(f"the {what} must be printable and not empty", code="bad-content")
+
+
+async def create_group(node: Node, title: str, members: Iterable[FeedId] | None = None) -> Message:
+    _check_text(title, "title")
+    if len(title) > MAX_TITLE:
+        raise LocalError(f"a title is at most {MAX_TITLE} characters", code="bad-content")
+    listed = None
+    if members is not None:
+        listed = list(dict.fromkeys([node.id, *members]))  # the creator first, no repeats
+    return await node.publish(group_content(title, listed))
+
+
+async def group_ref(node: Node, group_id: bytes) -> tuple[MsgRef, GroupView]:
+    """The root's msgref (from the root, or from any post naming it) and the current view;
+    LocalError ``unknown-group`` when the node holds neither."""
+    view = await node.group_book.view(group_id)
+    if view.root is not None:
+        return view.root.ref, view
+    if view.entries:
+        return view.entries[0].message.group, view
+    raise LocalError(f"no group {msg_id_text(group_id)} here: neither its root nor any post",
+                     code="unknown-group")
+
+
+async def post(node: Node, group_id: bytes, text: str, reply: MsgRef | None = None) -> Message:
+    """Post in a group; ``refs`` are the tips this node holds (spec/view.md §3)."""
+    _check_text(text, "text")
+    ref, view = await group_ref(node, group_id)
+    return await node.publish(post_content(ref, view.tips or (ref,), text, reply))
+
+
+async def reply(node: Node, msg_id: MsgId, text: str) -> Message:
+    """Answer a group post or a group root, in its group."""
+    target = await node.store.group_post(msg_id)
+    if target is not None:
+        return await post(node, target.group.id, text, target.ref)
+    root = await node.store.group_root(msg_id)
+    if root is not None:
+        return await post(node, root.id, text, root.ref)
+    held = await node.store.get(msg_id) is not None
+    raise LocalError(
+        f"{msg_id_text(msg_id)} is " + ("not a group message" if held else "not held here"),
+        code="not-in-group" if held else "unknown-message")
+
+
+async def groups(node: Node, *, everything: bool = False) -> list[GroupSummary]:
+    """The groups this node created, is listed in or posted in (all known ones with
+    ``everything``), most recent activity first."""
+    rows = await node.store.group_summaries(node.id)
+    if not everything:
+        rows = [g for g in rows if g.member or g.posted]
+    return sorted(rows, key=lambda g: (-(g.last_timestamp or 0), g.group_id))
+
+
+async def mark_read(node: Node, group_id: bytes) -> None:
+    _, rx = await node.group_book.load(group_id)
+    if rx:
+        await node.store.set_group_read(group_id, rx)
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def _ref_json(r: MsgRef) -> dict[str, Any]:
+    return {"author": feed_id_text(r.author), "seq": r.seq, "id": msg_id_text(r.id)}
+
+
+async def names_for(node: Node, authors: Iterable[bytes]) -> dict[bytes, str | None]:
+    return {a: await node.name_of(FeedId(a)) for a in set(authors)}
+
+
+async def show_json(node: Node, group_id: bytes, *, mark: bool = True) -> dict[str, Any]:
+    """A group as `feedlog show --json` prints it (README "Group conversations")."""
+    index, rx = await node.group_book.load(group_id)
+    view = index.view()
+    if view.root is None and not view.entries:
+        raise LocalError(f"no group {msg_id_text(group_id)} here: neither its root nor any post",
+                         code="unknown-group")
+    root = view.root
+    authors = {e.message.author for e in view.entries} | {f.author for f in view.missing}
+    if root is not None:
+        authors.add(root.author)
+    names = await names_for(node, authors)
+    following = set(await node.following())
+    number = {e.message.id: n for n, e in enumerate(view.entries, 1)}
+    if root is not None:
+        number[root.id] = 0
+    entries = []
+    for n, e in enumerate(view.entries, 1):
+        m = e.message
+        entries.append({
+            "n": n, "id": msg_id_text(m.id), "author": feed_id_text(m.author),
+            "name": names[m.author], "seq": m.seq, "timestamp": m.timestamp, "text": m.text,
+            "reply": None if m.reply is None else msg_id_text(m.reply.id),
+            "reply_n": None if m.reply is None else number.get(m.reply.id),
+            "missing_refs": [_ref_json(r) for r in e.missing_refs],
+            "reply_missing": e.reply_missing,
+            "ignored_refs": [_ref_json(r) for r in e.ignored_refs],
+        })
+    missing = []
+    for f in view.missing:
+        info = await node.feed_info(FeedId(f.author))
+        missing.append({
+            "author": feed_id_text(f.author), "name": names[f.author], "max_seq": f.max_seq,
+            "held_seq": info.seq if info else 0, "following": f.author in following,
+            "refs": [_ref_json(r) for r in f.refs],
+        })
+    if mark and rx:
+        await node.store.set_group_read(group_id, rx)
+    return {
+        "group": msg_id_text(group_id),
+        "title": root.title if root else None,
+        "root": None if root is None else {
+            "id": msg_id_text(root.id), "author": feed_id_text(root.author),
+            "name": names[root.author], "seq": root.seq, "timestamp": root.timestamp,
+            "members": None if root.members is None else [feed_id_text(m) for m in root.members],
+        },
+        "entries": entries,
+        "tips": [msg_id_text(r.id) for r in view.tips],
+        "complete": view.complete,
+        "missing_count": sum(len(f.refs) for f in view.missing),
+        "missing": missing,
+        "rx": rx,
+    }
+
