@@ -308,7 +308,9 @@ def verify(json_out: JsonOpt = False) -> None:
 # --- feature modules: each cli/<feature>.py defines register(app) ---------------------------
 # (one import and one call per feature, so features land without touching each other)
 def _register_features() -> None:
-    pass
+    from cli import groups
+
+    groups.register(app)
 
 
 _register_features()
