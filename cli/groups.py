@@ -19,6 +19,7 @@ from feedlog import groups as g
 from feedlog.core.errors import FeedlogError
 from feedlog.core.ids import MsgId, feed_id_text, msg_id_text, parse_msg_id
 from feedlog.core.message import Message
+from feedlog.group_order import catch_up
 
 group_app = typer.Typer(help="Group conversations.", no_args_is_help=True)
 POLL_SECONDS = 0.3  # chat: how often the store is asked for posts that arrived
@@ -172,7 +173,7 @@ def groups(
 def show(group: str, json_out: JsonOpt = False) -> None:
     """Show a group conversation in order, with reply markers, flags and completeness."""
     gid = msg_arg(group)
-    data = run(lambda node: g.show_json(node, gid))
+    data = run(lambda node: g.show_json(node, gid, with_ids=json_out))
     if json_out:
         out_json(data)
     else:
@@ -288,7 +289,7 @@ async def _chat(node: Node, gid: MsgId, backlog: int) -> None:
                             await node.post_to_group(gid, line)
                     except FeedlogError as exc:
                         screen.say(f"error[{exc.code}]: {exc.message}")
-                _, rx = await node.group_book.load(gid)
+                rx = (await catch_up(node.store, gid)).rx
                 if rx == last_rx:
                     continue  # nothing arrived: the poll cost one indexed query
                 last_rx = rx

@@ -8,9 +8,10 @@ updates the view incrementally: appended in O(refs) when it follows every tip, i
 short scan when it is concurrent, and only a post that something present already names (a gap
 filled by a late feed) costs one recomputation.
 
-A new post's ``refs`` are the tips of the view the author holds (spec/view.md §3), so nobody
-computes them by hand. The JSON shape of a shown group is built here, once, for the CLI and for
-library users.
+`show`, `post` and `chat` read the group's stored display order instead (feedlog/group_order.py),
+which a fresh process brings up to date with a few queries: it needs no full load. A new post's
+``refs`` are the tips of what the author holds (spec/view.md §3), so nobody computes them by
+hand. The JSON shape of a shown group is built here, once, for the CLI and for library users.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from feedlog.core.group_content import group_content, post_content
 from feedlog.core.ids import FeedId, MsgId, feed_id_text, msg_id_text
 from feedlog.core.message import Message
 from feedlog.core.view import GroupIndex, GroupView, MsgRef
+from feedlog.group_order import OrderState, catch_up, display, unpack_flags
 from feedlog.store.base import Store
-from feedlog.store.groups import GroupSummary
+from feedlog.store.groups import GroupSummary, unpack_ref
 
 if TYPE_CHECKING:
     from feedlog.node import Node
@@ -82,14 +84,16 @@ async def create_group(node: Node, title: str, members: Iterable[FeedId] | None 
     return await node.publish(group_content(title, listed))
 
 
-async def group_ref(node: Node, group_id: bytes) -> tuple[MsgRef, GroupView]:
-    """The root's msgref (from the root, or from any post naming it) and the current view;
-    LocalError ``unknown-group`` when the node holds neither."""
-    view = await node.group_book.view(group_id)
-    if view.root is not None:
-        return view.root.ref, view
-    if view.entries:
-        return view.entries[0].message.group, view
+async def group_ref(node: Node, group_id: bytes) -> tuple[MsgRef, OrderState]:
+    """The root's msgref (from the root, or from the posts that name it) and the group's
+    stored order; LocalError ``unknown-group`` when the node holds neither root nor post."""
+    state = await catch_up(node.store, group_id)
+    root = await node.store.group_root(group_id)
+    if root is not None:
+        return root.ref, state
+    for r in state.missing:
+        if r.id == group_id:
+            return r, state
     raise LocalError(f"no group {msg_id_text(group_id)} here: neither its root nor any post",
                      code="unknown-group")
 
@@ -97,8 +101,8 @@ async def group_ref(node: Node, group_id: bytes) -> tuple[MsgRef, GroupView]:
 async def post(node: Node, group_id: bytes, text: str, reply: MsgRef | None = None) -> Message:
     """Post in a group; ``refs`` are the tips this node holds (spec/view.md §3)."""
     _check_text(text, "text")
-    ref, view = await group_ref(node, group_id)
-    return await node.publish(post_content(ref, view.tips or (ref,), text, reply))
+    ref, state = await group_ref(node, group_id)
+    return await node.publish(post_content(ref, state.tips or [ref], text, reply))
 
 
 async def reply(node: Node, msg_id: MsgId, text: str) -> Message:
@@ -125,12 +129,16 @@ async def groups(node: Node, *, everything: bool = False) -> list[GroupSummary]:
 
 
 async def mark_read(node: Node, group_id: bytes) -> None:
-    _, rx = await node.group_book.load(group_id)
-    if rx:
-        await node.store.set_group_read(group_id, rx)
+    state = await catch_up(node.store, group_id)
+    if state.rx:
+        await node.store.set_group_read(group_id, state.rx)
 
 
 # --- JSON -------------------------------------------------------------------------------------
+
+
+def _no_text(_: bytes) -> None:
+    return None
 
 
 def _ref_json(r: MsgRef) -> dict[str, Any]:
@@ -141,57 +149,66 @@ async def names_for(node: Node, authors: Iterable[bytes]) -> dict[bytes, str | N
     return {a: await node.name_of(FeedId(a)) for a in set(authors)}
 
 
-async def show_json(node: Node, group_id: bytes, *, mark: bool = True) -> dict[str, Any]:
-    """A group as `feedlog show --json` prints it (README "Group conversations")."""
-    index, rx = await node.group_book.load(group_id)
-    view = index.view()
-    if view.root is None and not view.entries:
+async def show_json(node: Node, group_id: bytes, *, mark: bool = True,
+                    with_ids: bool = True) -> dict[str, Any]:
+    """A group as `feedlog show --json` prints it (README "Group conversations"), read from the
+    stored order (feedlog/group_order.py); marks it read up to what is shown unless ``mark`` is
+    False. Without ``with_ids`` the entries' ``id`` and ``reply`` are None: the text view does
+    not print them, and their text form is the most expensive part of a large group."""
+    id_text = msg_id_text if with_ids else _no_text
+    state, rows = await display(node.store, group_id)
+    root = await node.store.group_root(group_id)
+    if root is None and not rows:
         raise LocalError(f"no group {msg_id_text(group_id)} here: neither its root nor any post",
                          code="unknown-group")
-    root = view.root
-    authors = {e.message.author for e in view.entries} | {f.author for f in view.missing}
+    per_author: dict[bytes, list[MsgRef]] = {}
+    for r in sorted(state.missing):
+        per_author.setdefault(r.author, []).append(r)
+    authors = {row.author for row in rows} | set(per_author)
     if root is not None:
         authors.add(root.author)
     names = await names_for(node, authors)
+    texts = {a: feed_id_text(a) for a in authors}
     following = set(await node.following())
-    number = {e.message.id: n for n, e in enumerate(view.entries, 1)}
+    number = {row.id: n for n, row in enumerate(rows, 1)}
     if root is not None:
         number[root.id] = 0
     entries = []
-    for n, e in enumerate(view.entries, 1):
-        m = e.message
+    for n, row in enumerate(rows, 1):
+        missing_refs, reply_missing, ignored = unpack_flags(row.flags)
+        reply_id = None if row.reply is None else unpack_ref(row.reply).id
         entries.append({
-            "n": n, "id": msg_id_text(m.id), "author": feed_id_text(m.author),
-            "name": names[m.author], "seq": m.seq, "timestamp": m.timestamp, "text": m.text,
-            "reply": None if m.reply is None else msg_id_text(m.reply.id),
-            "reply_n": None if m.reply is None else number.get(m.reply.id),
-            "missing_refs": [_ref_json(r) for r in e.missing_refs],
-            "reply_missing": e.reply_missing,
-            "ignored_refs": [_ref_json(r) for r in e.ignored_refs],
+            "n": n, "id": id_text(row.id), "author": texts[row.author],
+            "name": names[row.author], "seq": row.seq, "timestamp": row.timestamp,
+            "text": row.text,
+            "reply": None if reply_id is None else id_text(reply_id),
+            "reply_n": None if reply_id is None else number.get(reply_id),
+            "missing_refs": [_ref_json(x) for x in missing_refs],
+            "reply_missing": reply_missing,
+            "ignored_refs": [_ref_json(x) for x in ignored],
         })
     missing = []
-    for f in view.missing:
-        info = await node.feed_info(FeedId(f.author))
+    for author, refs in sorted(per_author.items()):
+        info = await node.feed_info(FeedId(author))
         missing.append({
-            "author": feed_id_text(f.author), "name": names[f.author], "max_seq": f.max_seq,
-            "held_seq": info.seq if info else 0, "following": f.author in following,
-            "refs": [_ref_json(r) for r in f.refs],
+            "author": texts[author], "name": names[author],
+            "max_seq": max(x.seq for x in refs), "held_seq": info.seq if info else 0,
+            "following": author in following, "refs": [_ref_json(x) for x in refs],
         })
-    if mark and rx:
-        await node.store.set_group_read(group_id, rx)
+    if mark and state.rx:
+        await node.store.set_group_read(group_id, state.rx)
     return {
         "group": msg_id_text(group_id),
         "title": root.title if root else None,
         "root": None if root is None else {
-            "id": msg_id_text(root.id), "author": feed_id_text(root.author),
+            "id": msg_id_text(root.id), "author": texts[root.author],
             "name": names[root.author], "seq": root.seq, "timestamp": root.timestamp,
             "members": None if root.members is None else [feed_id_text(m) for m in root.members],
         },
         "entries": entries,
-        "tips": [msg_id_text(r.id) for r in view.tips],
-        "complete": view.complete,
-        "missing_count": sum(len(f.refs) for f in view.missing),
+        "tips": [msg_id_text(r.id) for r in state.tips],
+        "complete": root is not None and not state.missing,
+        "missing_count": len(state.missing),
         "missing": missing,
-        "rx": rx,
+        "rx": state.rx,
     }
-

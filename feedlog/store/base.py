@@ -27,7 +27,7 @@ from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import FeedState, Message
 from feedlog.core.view import GroupMessage, GroupRoot
-from feedlog.store.groups import GroupSummary
+from feedlog.store.groups import DisplayRow, GroupSummary, PlacedRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +92,19 @@ class Store(Protocol):
     async def set_group_read(self, group_id: bytes, rx: int) -> None: ...
 
     async def reindex_groups(self) -> int: ...
+
+    # The stored display order (feedlog/group_order.py): only placed posts (pos not None).
+    async def group_order_state(self, group_id: bytes) -> bytes | None: ...
+
+    async def group_tail(self, group_id: bytes, limit: int) -> list[PlacedRow]: ...
+
+    async def group_placed(self, group_id: bytes, ids: Sequence[bytes]) -> set[bytes]: ...
+
+    async def save_group_order(self, group_id: bytes, state: bytes,
+                               places: Sequence[tuple[bytes, int, bytes | None]],
+                               *, expect: bytes | None, reset: bool = False) -> bool: ...
+
+    async def group_display(self, group_id: bytes) -> list[DisplayRow]: ...
 
 
 def check_contiguous(info: FeedInfo | None, msgs: Sequence[Message]) -> None:

@@ -1,5 +1,8 @@
 """The group index every store keeps (spec/view.md §2), and its row codec. No SQL here.
 
+Besides the rows, a store keeps each group's display order (``pos`` and ``flags`` per post, and a
+small state blob per group) for feedlog/group_order.py, which alone decides what they hold.
+
 Every appended message whose content is a well-formed group root or group post (decided by
 core.group_content, so a store indexes exactly what views accept) is indexed in the same
 transaction as the append, whatever brought it: publish, ingest from a peer, a stick. Posts get
@@ -15,6 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from feedlog.core.group_content import message_from_content, root_from_content
 from feedlog.core.ids import FeedId
@@ -44,6 +48,28 @@ class GroupSummary:
     unread: int
     posted: bool
     member: bool
+
+
+class PlacedRow(NamedTuple):
+    """A post's place in the stored display order (``pos`` grows down the conversation)."""
+
+    pos: int
+    id: bytes
+    timestamp: int
+
+
+class DisplayRow(NamedTuple):
+    """What `show` prints of a placed post; ``reply`` is a packed msgref, ``flags`` the packed
+    flags of feedlog/group_order.py (None when there are none)."""
+
+    rx: int
+    id: bytes
+    author: bytes
+    seq: int
+    timestamp: int
+    text: str
+    reply: bytes | None
+    flags: bytes | None
 
 
 def pack_ref(ref: MsgRef) -> bytes:

@@ -15,7 +15,14 @@ from feedlog.store.base import (
     derived_rows,
     plan_append,
 )
-from feedlog.store.groups import GroupSummary, group_rows, is_member
+from feedlog.store.groups import (
+    DisplayRow,
+    GroupSummary,
+    PlacedRow,
+    group_rows,
+    is_member,
+    pack_ref,
+)
 
 
 class MemoryStore:
@@ -36,6 +43,8 @@ class MemoryStore:
         self._group_posts: dict[bytes, list[tuple[int, GroupMessage]]] = {}
         self._group_post_ids: dict[bytes, GroupMessage] = {}
         self._group_reads: dict[bytes, int] = {}
+        self._group_places: dict[bytes, tuple[int, bytes | None]] = {}  # post id -> pos, flags
+        self._group_orders: dict[bytes, bytes] = {}
 
     async def close(self) -> None:
         return None
@@ -165,3 +174,49 @@ class MemoryStore:
         msgs = [decode_message(self._raw[a][s - 1]) for a, s in self._arrival]
         self._index_groups(msgs)
         return len(self._group_roots) + len(self._group_post_ids)
+
+    def _placed(self, group_id: bytes) -> list[tuple[int, int, GroupMessage]]:
+        out = []
+        for rx, p in self._group_posts.get(group_id, []):
+            place = self._group_places.get(p.id)
+            if place is not None:
+                out.append((place[0], rx, p))
+        out.sort(key=lambda t: t[0])
+        return out
+
+    async def group_order_state(self, group_id: bytes) -> bytes | None:
+        return self._group_orders.get(group_id)
+
+    async def group_tail(self, group_id: bytes, limit: int) -> list[PlacedRow]:
+        placed = self._placed(group_id)[-limit:] if limit > 0 else []
+        return [PlacedRow(pos, p.id, p.timestamp) for pos, _, p in placed]
+
+    async def group_placed(self, group_id: bytes, ids: Sequence[bytes]) -> set[bytes]:
+        out = set()
+        for i in ids:
+            p = self._group_post_ids.get(i)
+            if p is not None and p.group.id == group_id and i in self._group_places:
+                out.add(i)
+        return out
+
+    async def save_group_order(self, group_id: bytes, state: bytes,
+                               places: Sequence[tuple[bytes, int, bytes | None]],
+                               *, expect: bytes | None, reset: bool = False) -> bool:
+        if self._group_orders.get(group_id) != expect:
+            return False
+        if reset:
+            for _, p in self._group_posts.get(group_id, []):
+                self._group_places.pop(p.id, None)
+        for i, pos, flags in places:
+            if i in self._group_post_ids:
+                self._group_places[i] = (pos, flags)
+        self._group_orders[group_id] = state
+        return True
+
+    async def group_display(self, group_id: bytes) -> list[DisplayRow]:
+        return [
+            DisplayRow(rx, p.id, p.author, p.seq, p.timestamp, p.text,
+                       None if p.reply is None else pack_ref(p.reply),
+                       self._group_places[p.id][1])
+            for _, rx, p in self._placed(group_id)
+        ]

@@ -26,7 +26,9 @@ from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.store.base import ContactRow, FeedInfo, derived_rows, plan_append
 from feedlog.store.groups import (
     GROUP_INDEX_VERSION,
+    DisplayRow,
     GroupSummary,
+    PlacedRow,
     group_rows,
     is_member,
     pack_members,
@@ -101,9 +103,16 @@ _FEATURE_TABLES: list[str] = [
         timestamp INTEGER NOT NULL,
         refs BLOB NOT NULL,
         reply BLOB,
-        text TEXT NOT NULL
+        text TEXT NOT NULL,
+        pos INTEGER,
+        flags BLOB
     )""",
     "CREATE INDEX IF NOT EXISTS group_posts_by_group ON group_posts (group_id, rx)",
+    "CREATE INDEX IF NOT EXISTS group_posts_by_pos ON group_posts (group_id, pos)",
+    """CREATE TABLE IF NOT EXISTS group_orders (
+        group_id BLOB PRIMARY KEY,
+        state BLOB NOT NULL
+    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS group_reads (
         group_id BLOB PRIMARY KEY,
         rx INTEGER NOT NULL
@@ -414,11 +423,58 @@ class SqliteStore:
                 "DO UPDATE SET rx = excluded.rx WHERE excluded.rx > group_reads.rx",
                 (group_id, rx))
 
+    async def group_order_state(self, group_id: bytes) -> bytes | None:
+        rows = await self._rows("SELECT state FROM group_orders WHERE group_id = ?", (group_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    async def group_tail(self, group_id: bytes, limit: int) -> list[PlacedRow]:
+        rows = await self._rows(
+            "SELECT pos, id, timestamp FROM group_posts WHERE group_id = ? AND pos IS NOT NULL "
+            "ORDER BY pos DESC LIMIT ?", (group_id, limit))
+        return [PlacedRow(p, bytes(i), t) for p, i, t in reversed(rows)]
+
+    async def group_placed(self, group_id: bytes, ids: Sequence[bytes]) -> set[bytes]:
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = await self._rows(
+            f"SELECT id FROM group_posts WHERE group_id = ? AND pos IS NOT NULL "
+            f"AND id IN ({marks})", (group_id, *ids))
+        return {bytes(r[0]) for r in rows}
+
+    async def save_group_order(self, group_id: bytes, state: bytes,
+                               places: Sequence[tuple[bytes, int, bytes | None]],
+                               *, expect: bytes | None, reset: bool = False) -> bool:
+        """Store a group's order if its state is still ``expect`` (None: no state yet);
+        False, writing nothing, when another writer got there first."""
+        async with self._transaction() as db:
+            async with db.execute("SELECT state FROM group_orders WHERE group_id = ?",
+                                  (group_id,)) as cur:
+                row = await cur.fetchone()
+            if (None if row is None else bytes(row[0])) != expect:
+                return False
+            if reset:
+                await db.execute("UPDATE group_posts SET pos = NULL, flags = NULL "
+                                 "WHERE group_id = ?", (group_id,))
+            await db.executemany("UPDATE group_posts SET pos = ?, flags = ? WHERE id = ?",
+                                 [(pos, flags, i) for i, pos, flags in places])
+            await db.execute(
+                "INSERT INTO group_orders (group_id, state) VALUES (?, ?) "
+                "ON CONFLICT (group_id) DO UPDATE SET state = excluded.state", (group_id, state))
+        return True
+
+    async def group_display(self, group_id: bytes) -> list[DisplayRow]:
+        rows = await self._rows(
+            "SELECT rx, id, author, seq, timestamp, text, reply, flags FROM group_posts "
+            "WHERE group_id = ? AND pos IS NOT NULL ORDER BY pos", (group_id,))
+        return [DisplayRow(*r) for r in rows]
+
     async def reindex_groups(self) -> int:
         """Rebuild the group index from the stored messages (read markers are kept)."""
         async with self._transaction() as db:
             await db.execute("DELETE FROM group_roots")
             await db.execute("DELETE FROM group_posts")
+            await db.execute("DELETE FROM group_orders")
             async with db.execute(
                 "SELECT raw FROM messages WHERE type IN ('group', 'post') ORDER BY rx"
             ) as cur:
