@@ -98,21 +98,24 @@ async def group_ref(node: Node, group_id: bytes) -> tuple[MsgRef, OrderState]:
                      code="unknown-group")
 
 
-async def post(node: Node, group_id: bytes, text: str, reply: MsgRef | None = None) -> Message:
+async def post(node: Node, group_id: bytes, text: str, reply: MsgRef | None = None,
+               *, timestamp: int | None = None) -> Message:
     """Post in a group; ``refs`` are the tips this node holds (spec/view.md §3)."""
     _check_text(text, "text")
     ref, state = await group_ref(node, group_id)
-    return await node.publish(post_content(ref, state.tips or [ref], text, reply))
+    return await node.publish(post_content(ref, state.tips or [ref], text, reply),
+                              timestamp=timestamp)
 
 
-async def reply(node: Node, msg_id: MsgId, text: str) -> Message:
+async def reply(node: Node, msg_id: MsgId, text: str, *, timestamp: int | None = None
+                ) -> Message:
     """Answer a group post or a group root, in its group."""
     target = await node.store.group_post(msg_id)
     if target is not None:
-        return await post(node, target.group.id, text, target.ref)
+        return await post(node, target.group.id, text, target.ref, timestamp=timestamp)
     root = await node.store.group_root(msg_id)
     if root is not None:
-        return await post(node, root.id, text, root.ref)
+        return await post(node, root.id, text, root.ref, timestamp=timestamp)
     held = await node.store.get(msg_id) is not None
     raise LocalError(
         f"{msg_id_text(msg_id)} is " + ("not a group message" if held else "not held here"),

@@ -248,13 +248,14 @@ class Node:
         listed with this node first."""
         return await _groups.create_group(self, title, members)
 
-    async def post_to_group(self, group_id: MsgId, text: str) -> Message:
+    async def post_to_group(self, group_id: MsgId, text: str,
+                            *, timestamp: int | None = None) -> Message:
         """Post in a group; its causal refs are the tips this node holds."""
-        return await _groups.post(self, group_id, text)
+        return await _groups.post(self, group_id, text, timestamp=timestamp)
 
-    async def reply(self, msg_id: MsgId, text: str) -> Message:
+    async def reply(self, msg_id: MsgId, text: str, *, timestamp: int | None = None) -> Message:
         """Answer a group post (or a group root) in its group."""
-        return await _groups.reply(self, msg_id, text)
+        return await _groups.reply(self, msg_id, text, timestamp=timestamp)
 
     async def groups(self, *, everything: bool = False) -> list[GroupSummary]:
         """Your groups (all known ones with ``everything``), most recently active first."""
