@@ -56,8 +56,12 @@ def header_line(data: dict[str, Any]) -> str:
 
 def entry_line(e: dict[str, Any]) -> str:
     mark = ""
-    if e["reply"] is not None:
-        mark = f" ↳{e['reply_n']}" if e["reply_n"] is not None else " ↳?"
+    if e["reply_n"] == 0:
+        mark = " ↳root"
+    elif e["reply_n"] is not None:
+        mark = f" ↳{e['reply_n']}"
+    elif e["reply_missing"]:
+        mark = " ↳?"
     flags = []
     if e["missing_refs"]:
         flags.append(f"{len(e['missing_refs'])} ref(s) missing")
