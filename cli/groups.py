@@ -80,8 +80,9 @@ def completeness_line(data: dict[str, Any]) -> str:
     parts = []
     for f in data["missing"]:
         how = "followed" if f["following"] else "not followed"
-        parts.append(f"{len(f['refs'])} from {who(f['name'], f['author'])} ({f['author']}, "
-                     f"{how}, held to seq {f['held_seq']}, needed to seq {f['max_seq']})")
+        label = f"{f['name']} ({f['author']}, " if f["name"] else f"{f['author']} ("
+        parts.append(f"{len(f['refs'])} from {label}{how}, held to seq {f['held_seq']}, "
+                     f"needed to seq {f['max_seq']})")
     return f"incomplete: {data['missing_count']} referenced message(s) missing: " + "; ".join(
         parts)
 

@@ -1,12 +1,14 @@
 """`make demo`: the real `feedlog` command, run in throw-away homes, step by step.
 
 What it shows today: identities, publishing, names, following, reading feeds, status and verify,
-and what happens with bad input. Replication (serve/sync), sticks (export/import) and group
-conversations are not built yet; the demo says so instead of pretending.
+what happens with bad input, and a group conversation across three homes. Replication
+(serve/sync) and sticks (export/import) are not built yet; the demo says so instead of pretending,
+and moves messages between homes with the library's ingest session (``carry``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import subprocess
@@ -33,6 +35,58 @@ def step(home: Path, *args: str, expect_fail: bool = False) -> str:
     return p.stdout.strip()
 
 
+def carry(src: Path, dst: Path, only_own: bool = False) -> None:
+    """Bring home ``dst`` up to date with home ``src`` (with ``only_own``, only with src's own
+    feed) through an ingest session: what `feedlog sync` will do once it lands."""
+    from feedlog import Node
+
+    async def go() -> int:
+        a, b = await Node.open(src), await Node.open(dst)
+        try:
+            raws: list[bytes] = []
+            for info in await a.store.feeds():
+                if only_own and info.author != a.id:
+                    continue
+                have = await b.store.feed(info.author)
+                raws += await a.store.range(info.author, (have.seq if have else 0) + 1, info.seq)
+            return (await b.ingestor().ingest(raws)).added
+        finally:
+            await a.close()
+            await b.close()
+
+    what = f"{src.name}'s own feed" if only_own else src.name
+    print(f"\n(carrying {what} -> {dst.name}: {asyncio.run(go())} new messages)")
+
+
+def groups_demo(tmp: Path, alice: Path, bob: Path) -> None:
+    print("\nA group conversation across three homes: each post lives in its author's feed.")
+    carol = tmp / "carol"
+    step(carol, "init")
+    step(carol, "name", "Carol")
+    group = step(alice, "group", "new", "Weekend trip", "--member", step(bob, "whoami"),
+                 "--member", step(carol, "whoami"))
+    step(alice, "post", group, "Where shall we go?")
+    carry(alice, bob)
+    carry(alice, carol)
+    step(bob, "groups")
+    asked = step(bob, "post", group, "Mountains!", "--json")
+    step(carol, "post", group, "The seaside, surely.")
+    carry(bob, alice)
+    carry(carol, alice)
+    import json
+
+    step(alice, "reply", json.loads(asked)["id"], "Mountains it is, then.")
+    carry(alice, carol, only_own=True)
+    print("\nCarol has Alice's answer but not Bob's feed: her view says what is missing, "
+          "and from whom.")
+    step(carol, "show", group)
+    carry(bob, carol)
+    carry(alice, bob)
+    print("\nEvery home shows the same conversation in the same order:")
+    for home in (alice, bob, carol):
+        step(home, "show", group)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="feedlog-demo-") as tmp:
         alice, bob = Path(tmp) / "alice", Path(tmp) / "bob"
@@ -56,8 +110,9 @@ def main() -> None:
         step(alice, "publish", "with a readable key", expect_fail=True)
         (alice / "secret.json").chmod(0o600)
         step(alice, "verify")
+        groups_demo(Path(tmp), alice, bob)
         print("\nNot built yet (open issues): serve/sync between two nodes, LAN discovery, "
-              "export/import through a USB stick, group conversations in the CLI.")
+              "export/import through a USB stick.")
 
 
 if __name__ == "__main__":
