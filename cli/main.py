@@ -308,10 +308,11 @@ def verify(json_out: JsonOpt = False) -> None:
 # --- feature modules: each cli/<feature>.py defines register(app) ---------------------------
 # (one import and one call per feature, so features land without touching each other)
 def _register_features() -> None:
-    from cli import bundle, lan
+    from cli import bundle, groups, lan
 
     lan.register(app)
     bundle.register(app)
+    groups.register(app)
 
 
 _register_features()

@@ -129,6 +129,7 @@ async def bench(n: int, rounds: int) -> None:
 # that prints its own figures (ratios to raw rates measured in the same run).
 SECTIONS: dict[str, str] = {
     "bundle": "feedlog.bench_bundle:run",
+    "groups": "feedlog.bench_groups:run",
 }
 
 

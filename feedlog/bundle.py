@@ -25,9 +25,11 @@ from feedlog.core.fork import ForkProof, decode_fork_proof
 from feedlog.core.ids import FeedId, MsgId, feed_id_text
 from feedlog.core.message import FeedState, Message
 from feedlog.core.validate import decode_message
+from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.ingest import UNKNOWN, IngestReport
 from feedlog.node import Node
 from feedlog.store.base import ContactRow, FeedInfo, NoteTable, PeerRecord, Store
+from feedlog.store.groups import DisplayRow, GroupSummary, PlacedRow
 
 Progress = Callable[[int, int], None]  # (done, total)
 BATCH = 1000
@@ -637,6 +639,42 @@ class _DryRun:
 
     async def peers(self) -> list[PeerRecord]:
         return await self.base.peers()
+
+    async def group_root(self, group_id: bytes) -> GroupRoot | None:
+        return await self.base.group_root(group_id)
+
+    async def group_posts(self, group_id: bytes, after: int = 0
+                          ) -> list[tuple[int, GroupMessage]]:
+        return await self.base.group_posts(group_id, after)
+
+    async def group_post(self, msg_id: bytes) -> GroupMessage | None:
+        return await self.base.group_post(msg_id)
+
+    async def group_summaries(self, me: FeedId) -> list[GroupSummary]:
+        return await self.base.group_summaries(me)
+
+    async def set_group_read(self, group_id: bytes, rx: int) -> None:
+        return None
+
+    async def reindex_groups(self) -> int:
+        return 0
+
+    async def group_order_state(self, group_id: bytes) -> bytes | None:
+        return await self.base.group_order_state(group_id)
+
+    async def group_tail(self, group_id: bytes, limit: int) -> list[PlacedRow]:
+        return await self.base.group_tail(group_id, limit)
+
+    async def group_placed(self, group_id: bytes, ids: Sequence[bytes]) -> set[bytes]:
+        return await self.base.group_placed(group_id, ids)
+
+    async def save_group_order(self, group_id: bytes, state: bytes,
+                               places: Sequence[tuple[bytes, int, bytes | None]],
+                               *, expect: bytes | None, reset: bool = False) -> bool:
+        return False
+
+    async def group_display(self, group_id: bytes) -> list[DisplayRow]:
+        return await self.base.group_display(group_id)
 
     async def get_seq(self, author: FeedId, seq: int) -> bytes | None:
         return self.raws.get((author, seq)) or await self.base.get_seq(author, seq)

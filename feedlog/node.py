@@ -16,17 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from feedlog import groups as _groups
 from feedlog.core import content as contents
 from feedlog.core.crypto import Keypair
 from feedlog.core.errors import InvalidMessage, LocalError, StoreError
 from feedlog.core.fork import ForkProof, decode_fork_proof
 from feedlog.core.graph import Contact, Replication, replication_set
-from feedlog.core.ids import FeedId, feed_id_text
+from feedlog.core.ids import FeedId, MsgId, feed_id_text
 from feedlog.core.message import FeedState, Message, Unsigned, finish, prepare, sign_header
 from feedlog.core.validate import Link, check_signature, decode_message, link
+from feedlog.core.view import GroupView
 from feedlog.identity import DB_FILE, KEY_FILE, read_key, write_key
 from feedlog.ingest import Ingestor
 from feedlog.store.base import FeedInfo, Store
+from feedlog.store.groups import GroupSummary
 from feedlog.store.memory import MemoryStore
 from feedlog.store.sqlite import SqliteStore
 
@@ -63,6 +66,7 @@ class Node:
         self.listeners: list[Callable[[Sequence[Message]], None]] = []
         # committed heads shared by every ingest session, so concurrent sources agree
         self._heads: dict[FeedId, FeedInfo | None] = {}
+        self.group_book = _groups.GroupBook(store)
 
     # --- opening -------------------------------------------------------------------------
 
@@ -244,6 +248,33 @@ class Node:
                 for f in feeds if f.forked_seq is not None
             ],
         }
+
+    # --- groups (feedlog/groups.py, spec/view.md) ------------------------------------------
+
+    async def create_group(self, title: str, members: Iterable[FeedId] | None = None) -> Message:
+        """Publish a group root; its message id is the group id. ``members`` (optional) are
+        listed with this node first."""
+        return await _groups.create_group(self, title, members)
+
+    async def post_to_group(self, group_id: MsgId, text: str,
+                            *, timestamp: int | None = None) -> Message:
+        """Post in a group; its causal refs are the tips this node holds."""
+        return await _groups.post(self, group_id, text, timestamp=timestamp)
+
+    async def reply(self, msg_id: MsgId, text: str, *, timestamp: int | None = None) -> Message:
+        """Answer a group post (or a group root) in its group."""
+        return await _groups.reply(self, msg_id, text, timestamp=timestamp)
+
+    async def groups(self, *, everything: bool = False) -> list[GroupSummary]:
+        """Your groups (all known ones with ``everything``), most recently active first."""
+        return await _groups.groups(self, everything=everything)
+
+    async def group_view(self, group_id: MsgId) -> GroupView:
+        """The group's posts in display order with flags, tips and what is missing."""
+        return await self.group_book.view(group_id)
+
+    async def mark_group_read(self, group_id: MsgId) -> None:
+        await _groups.mark_read(self, group_id)
 
     # --- receiving -----------------------------------------------------------------------
 
