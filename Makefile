@@ -34,12 +34,14 @@ vectors: $(STAMP)
 	$(BIN)/python spec/make_view_vectors.py
 	$(BIN)/python spec/make_discovery_vectors.py
 	$(BIN)/python spec/make_bundle_vectors.py
+	$(BIN)/python spec/make_replication_vectors.py
 
 vectors-check: $(STAMP)
 	$(BIN)/python spec/make_vectors.py --check
 	$(BIN)/python spec/make_view_vectors.py --check
 	$(BIN)/python spec/make_discovery_vectors.py --check
 	$(BIN)/python spec/make_bundle_vectors.py --check
+	$(BIN)/python spec/make_replication_vectors.py --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
