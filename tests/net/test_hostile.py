@@ -44,12 +44,14 @@ def config() -> NetConfig:
                      ping_interval=2.0, connect_timeout=2.0)
 
 
-def chain(keys: Keypair, n: int, state: FeedState | None = None, tag: str = "m") -> list[Message]:
+def chain(keys: Keypair, n: int, state: FeedState | None = None, tag: str = "m",
+          pad: int = 0) -> list[Message]:
     """``n`` validly signed messages of ``keys``' feed after ``state``."""
     state = state or FeedState(FeedId(keys.public))
     out = []
     for i in range(n):
-        m = create(keys, state, {"type": "post", "text": f"{tag}{i}"}, 1_700_000_000_000 + i)
+        text = f"{tag}{i}" + "x" * pad
+        m = create(keys, state, {"type": "post", "text": text}, 1_700_000_000_000 + i)
         out.append(m)
         state = m.state
     return out
@@ -173,7 +175,7 @@ async def test_fork_records_proof_and_freezes_feed(world: World) -> None:
         ch = await connect(w)
         await opening(ch, w, 3)
         await ch.send(Msgs((other.raw,)), Done(1))
-        frames = []
+        frames: list[Frame] = []
         while not any(isinstance(f, Synced) for f in frames):
             got = await asyncio.wait_for(ch.receive(), 10)
             assert got is not None
@@ -306,7 +308,7 @@ async def test_flood_faster_than_we_store(world: World) -> None:
     """The store is held shut while the peer writes far more than the node may buffer: the node
     stops reading (TCP back-pressure), so what it took in stays bounded."""
     w = world
-    msgs = chain(w.hostile, 600)
+    msgs = chain(w.hostile, 200, pad=4000)  # big messages: a flood of few decodes
     gate = asyncio.Event()
     store = w.node.store
     real_append = store.append
@@ -316,9 +318,9 @@ async def test_flood_faster_than_we_store(world: World) -> None:
             await gate.wait()
         await real_append(batch)
 
-    store.append = slow_append  # type: ignore[method-assign]
+    store.append = slow_append  # type: ignore[method-assign,assignment]
     frames = msgs_frames([m.raw for m in msgs])
-    flood = 40 * 1024 * 1024
+    flood = 16 * 1024 * 1024
     repeats = flood // sum(map(len, frames)) + 1
     ch = await connect(w)
     await opening(ch, w, len(msgs))
@@ -329,10 +331,9 @@ async def test_flood_faster_than_we_store(world: World) -> None:
     taken = 0
     for _ in range(20):  # the node's intake stops growing while the store is shut
         await asyncio.sleep(0.1)
-        taken = link.channel.counters.bytes_in + len(link.channel.reader._buffer)
-    assert taken < 8 * 1024 * 1024, taken
+        taken = link.channel.counters.bytes_in + len(link.channel.reader._buffer)  # type: ignore[attr-defined]
+    assert taken < 6 * 1024 * 1024, taken  # of 16 MiB written to it
     await good_peer(w)  # the node serves others meanwhile
-    assert ch.writer.transport.get_write_buffer_size() > flood // 2
     writes.cancel()
     ch.writer.transport.abort()
     gate.set()
