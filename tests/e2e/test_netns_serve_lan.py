@@ -143,6 +143,13 @@ def test_serve_lan_converges_and_reconverges_after_a_partition(
     assert ended, dialler.proc.lines  # type: ignore[union-attr]
     del t1
 
+    # live push of what another process publishes into a serving home (serve polls its heads)
+    connects = len(dialler.events("peer-connected"))
+    a.publish(3, "a live")
+    pushed = converge([b], {a.id: 1009}, 15)
+    print(f"a message published by another process reached the peer live in {pushed:.1f} s")
+    assert len(dialler.events("peer-connected")) == connects  # same connection, no redial
+
     # C, on another network key, found nobody and stores nothing of A or B
     assert c.events("peer-found") == [] and c.events("peer-connected") == []
     assert c.seq_of(a.id) == 0 and c.seq_of(b.id) == 0
