@@ -74,9 +74,13 @@ class Laptop:
         self.proc.wait_for(lambda e: isinstance(e, dict) and e.get("event") == "lan", 20)
         return self.proc
 
-    def events(self, name: str) -> list[dict[str, Any]]:
+    @property
+    def p(self) -> LineProcess:
         assert self.proc is not None
-        return [e for e in self.proc.lines if isinstance(e, dict) and e.get("event") == name]
+        return self.proc
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.p.lines if isinstance(e, dict) and e.get("event") == name]
 
 
 def converge(laptops: list[Laptop], want: dict[str, int], timeout: float) -> float:
@@ -121,7 +125,7 @@ def test_serve_lan_converges_and_reconverges_after_a_partition(
     dials = [e["dial"] for e in a.events("peer-found") + b.events("peer-found")]
     assert sorted(dials) == [False, True]
     dialler, listener = (a, b) if a.events("peer-found")[0]["dial"] else (b, a)
-    dialler.proc.wait_for(lambda e: e.get("event") == "peer-synced", 10)  # type: ignore[union-attr]
+    dialler.p.wait_for(lambda e: e.get("event") == "peer-synced", 10)
     assert all(not e["inbound"] for e in dialler.events("peer-connected"))
     assert all(e["inbound"] for e in listener.events("peer-connected"))
     book = {p["id"]: p for p in b.js("peers")}
@@ -134,14 +138,12 @@ def test_serve_lan_converges_and_reconverges_after_a_partition(
     b.publish(5, "b offline")
     time.sleep(6)
     netns.link_up(ha)
-    t1 = time.monotonic()
     want = {a.id: 1006, b.id: 16}
     again = converge([a, b], want, 40)
     print(f"after the link came back: converged again in {again:.1f} s")
     assert len(dialler.events("peer-connected")) > connects  # a new connection, not the old one
     ended = dialler.events("peer-disconnected") + dialler.events("peer-lost")
-    assert ended, dialler.proc.lines  # type: ignore[union-attr]
-    del t1
+    assert ended, dialler.p.lines
 
     # live push of what another process publishes into a serving home (serve polls its heads)
     connects = len(dialler.events("peer-connected"))
@@ -155,4 +157,4 @@ def test_serve_lan_converges_and_reconverges_after_a_partition(
     assert c.seq_of(a.id) == 0 and c.seq_of(b.id) == 0
     assert not [e for e in a.events("peer-found") + b.events("peer-found") if e["peer"] == c.id]
     for lap in (a, b, c):
-        assert lap.proc is not None and lap.proc.stop() == 0, lap.proc.stderr_now()
+        assert lap.p.stop() == 0, lap.p.stderr_now()
