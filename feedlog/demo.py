@@ -152,6 +152,10 @@ def main() -> None:
         step(bob, "bundle", "verify", str(stick))
         serve_sync_demo(alice, bob)
         groups_demo(Path(tmp), alice, bob)
+    print("\nTwo real machines on one Wi-Fi: run `feedlog init` and `feedlog follow OTHER_ID` on"
+          "\neach, then `feedlog serve --lan` on both. They find each other (mDNS, no address"
+          "\ntyped), sync, and stay in sync live; `feedlog peers` shows them, `feedlog doctor`"
+          "\nexplains why nobody is found (another --network-key, blocked multicast, ...).")
 
 
 if __name__ == "__main__":

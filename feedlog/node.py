@@ -300,6 +300,13 @@ class Node:
         return Ingestor(self.store, executor=self._executor, allowed=allowed,
                         on_append=appended, cache=self._heads)
 
+    def forget_heads(self, feeds: Iterable[FeedId]) -> None:
+        """Drop cached heads (and our own feed state) after another process wrote to the store."""
+        for f in feeds:
+            self._heads.pop(f, None)
+            if f == self.id:
+                self._own = None
+
     async def record_fork(self, proof: ForkProof) -> bool:
         """Keep a fork proof (already verified: ForkProof values come from make_fork_proof or
         decode_fork_proof) and mark its feed forked; False if it was known."""
