@@ -180,6 +180,11 @@ class SqliteStore:
         """Cap the database size (tests of a full disk)."""
         await self._db.execute(f"PRAGMA max_page_count = {int(pages)}")
 
+    async def set_max_bytes(self, size: int) -> None:
+        """Cap the database at about ``size`` bytes (``Limits.max_store_bytes``)."""
+        page = int(await self._scalar("PRAGMA page_size"))
+        await self.set_max_pages(max(1, size // page))
+
     async def feed(self, author: FeedId) -> FeedInfo | None:
         rows = await self._rows(
             "SELECT f.seq, f.head, f.forked_seq, n.name FROM feeds f "
