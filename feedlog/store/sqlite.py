@@ -10,6 +10,7 @@ written to. Batches are one transaction of a few ``executemany`` calls, never on
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -71,19 +72,47 @@ _FEATURE_TABLES: list[str] = []
 
 def _store_error(exc: BaseException, path: Path) -> StoreError:
     text = str(exc)
+    name = str(getattr(exc, "sqlite_errorname", ""))
     if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
         return StoreError(f"{path} is not a feedlog database (corrupt or foreign)",
                           code="store-corrupt")
-    if "database or disk is full" in text:
-        return StoreError(f"disk full while writing {path}; nothing was changed",
-                          code="disk-full")
-    if "readonly" in text or "read-only" in text:
-        return StoreError(f"{path} is read-only", code="store-read-only")
+    # A full disk shows as SQLITE_FULL while writing, but as an I/O error (the lock file next
+    # to the store cannot grow) when the store is opened on a disk that is already full.
+    if name == "SQLITE_FULL" or "database or disk is full" in text or (
+            name.startswith("SQLITE_IOERR") and _free_bytes(path) < _NEARLY_FULL):
+        return StoreError(f"disk full while using {path}; nothing was changed (free some "
+                          "space and run the command again)", code="disk-full")
+    if "readonly" in text or "read-only" in text or (
+            name.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR")) and _read_only(path.parent)):
+        return StoreError(f"{path.parent} is read-only; feedlog needs to write there, even to "
+                          "read (SQLite keeps its lock files next to the store)",
+                          code="store-read-only")
     if "malformed" in text or "corrupt" in text:
         return StoreError(f"{path} is corrupt: {text}", code="store-corrupt")
     if "locked" in text or "busy" in text:
         return StoreError(f"{path} is locked by another process", code="store-busy")
     return StoreError(f"{path}: {text}", code="store-error")
+
+
+_NEARLY_FULL = 1 << 20
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path.parent)
+    except (OSError, AttributeError):
+        return _NEARLY_FULL
+    return st.f_bavail * st.f_frsize
+
+
+def _read_only(directory: Path) -> bool:
+    """The folder is on a read-only mount, or we may not write to it."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except (OSError, AttributeError):
+        pass
+    return not os.access(directory, os.W_OK)
 
 
 class SqliteStore:
