@@ -19,6 +19,7 @@ tests/e2e/test_crash.py``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -176,10 +177,8 @@ def _run_trial(scenario: Scenario, index: int, seed: int, templates: dict[str, P
         proc = subprocess.Popen(scenario.command(home), stdin=stdin, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
     time.sleep(delay)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     stdout, stderr = proc.communicate(timeout=30)
     text = stdout.decode(errors="replace")
     complete = text[: text.rfind("\n") + 1]  # a line cut by the kill is not an acknowledgment
@@ -227,7 +226,8 @@ def test_sigkill_at_random_moments(templates: dict[str, Path], tmp_path: Path) -
     trials = _trials()
     started = time.monotonic()
     with ThreadPoolExecutor(PARALLEL) as pool:
-        outcomes = list(pool.map(lambda t: _run_trial(*t, templates, tmp_path), trials))
+        outcomes = list(pool.map(
+            lambda t: _run_trial(t[0], t[1], t[2], templates, tmp_path), trials))
     took = time.monotonic() - started
     failed = [o for o in outcomes if o.error]
     lines = [f"{o.scenario} seed={o.seed} delay={o.delay:.3f}s acked={o.acked}: {o.error} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -39,8 +40,8 @@ def test_key_file_must_name_its_id(doc: str) -> None:
     with pytest.raises(FeedlogError) as e:
         decode_key_file((doc % k.seed.hex()).encode())
     assert e.value.code == "bad-key-file"
-    good = ('{"format": "feedlog-ed25519-v1", "id": "%s", "seed": "%s"}'
-            % (feed_id_text(k.public), k.seed.hex()))
+    good = json.dumps({"format": "feedlog-ed25519-v1", "id": feed_id_text(k.public),
+                       "seed": k.seed.hex()})
     assert decode_key_file(good.encode()).public == k.public
 
 
