@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class Scenario:
     template: str = "small"
     stdin: bytes = b""
     weight: int = 1
-    settle: Callable[[Path, str], None] | None = None
+    settle: Callable[[Path, str], str] | None = None
 
 
 def _feedlog(home: Path, *args: str) -> list[str]:
@@ -82,16 +83,18 @@ def _quote(arg: str) -> str:
     return "'" + arg.replace("'", "'\\''") + "'"
 
 
-def _settle_init(home: Path, out: str) -> None:
+def _settle_init(home: Path, out: str) -> str:
     """A killed `init` leaves either no identity (and `init` works now) or a whole one."""
     printed = [m.group(1) for line in out.splitlines() if (m := INIT_LINE.match(line))]
     if not (home / KEY_FILE).exists():
         assert not printed, "init printed an identity that is not on disk"
         asyncio.run(_init(home))
-        return
+        return "killed before the key was written"
     node_id = asyncio.run(_open_id(home))
     if printed:
         assert printed == [node_id]
+        return "acknowledged"
+    return "key written, not acknowledged"
 
 
 async def _init(home: Path) -> None:
@@ -106,15 +109,15 @@ async def _open_id(home: Path) -> str:
 
 
 SCENARIOS: list[Scenario] = [
-    Scenario("publish-stdin", lambda h: _feedlog(h, "publish", "--stdin"), (0.25, 0.8),
+    Scenario("publish-stdin", lambda h: _feedlog(h, "publish", "--stdin"), (0.25, 0.7),
              stdin=b"".join(b"post %d\n" % i for i in range(5000)), weight=6),
-    Scenario("publish-loop", lambda h: _shell_loop(h, ("publish", "one more")), (0.2, 1.4),
+    Scenario("publish-loop", lambda h: _shell_loop(h, ("publish", "one more")), (0.2, 1.0),
              weight=4),
     Scenario("follow-name", lambda h: _shell_loop(h, ("follow", FRIEND), ("name", "Crash"),
-                                                  ("unfollow", FRIEND)), (0.2, 1.4), weight=4),
-    Scenario("verify", lambda h: _feedlog(h, "verify"), (0.25, 0.8), template="large",
+                                                  ("unfollow", FRIEND)), (0.2, 1.0), weight=4),
+    Scenario("verify", lambda h: _feedlog(h, "verify"), (0.25, 0.6), template="large",
              weight=3),
-    Scenario("init", lambda h: _feedlog(h, "init"), (0.2, 0.55), template="", weight=3,
+    Scenario("init", lambda h: _feedlog(h, "init"), (0.25, 0.7), template="", weight=3,
              settle=_settle_init),
 ]
 
@@ -146,7 +149,7 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
     root = tmp_path_factory.mktemp("crash-templates")
     homes = {"small": root / "small", "large": root / "large"}
     asyncio.run(_make_template(homes["small"], 5))
-    asyncio.run(_make_template(homes["large"], 3000))
+    asyncio.run(_make_template(homes["large"], 1500))
     yield homes
 
 
@@ -159,6 +162,7 @@ class Outcome:
     seed: int
     delay: float
     acked: int
+    note: str = ""
     error: str | None = None
     home: Path | None = None
 
@@ -189,7 +193,7 @@ def _run_trial(scenario: Scenario, index: int, seed: int, templates: dict[str, P
             raise AssertionError("the command printed a traceback before the kill:\n"
                                  + stderr.decode(errors="replace")[-2000:])
         if scenario.settle is not None:
-            scenario.settle(home, complete)
+            out.note = scenario.settle(home, complete)
         asyncio.run(_check(home, acked))
         if index % 10 == 0:
             _check_with_cli(home)
@@ -233,8 +237,9 @@ def test_sigkill_at_random_moments(templates: dict[str, Path], tmp_path: Path) -
     lines = [f"{o.scenario} seed={o.seed} delay={o.delay:.3f}s acked={o.acked}: {o.error} "
              f"(home kept: {o.home})" for o in failed]
     summary = {s.name: sum(o.acked for o in outcomes if o.scenario == s.name) for s in SCENARIOS}
+    notes = Counter(f"{o.scenario}: {o.note}" for o in outcomes if o.note)
     print(f"\n{len(outcomes)} crash trials in {took:.0f}s (base seed {BASE_SEED}); "
-          f"acknowledged messages per scenario: {summary}")
+          f"acknowledged messages per scenario: {summary}; {dict(notes)}")
     assert not failed, f"{len(failed)} of {len(outcomes)} trials failed (base seed "\
         f"{BASE_SEED}):\n" + "\n".join(lines)
     assert len(outcomes) >= min(TOTAL, len(SCENARIOS))
