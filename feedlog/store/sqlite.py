@@ -105,6 +105,16 @@ def _free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def _readable_as_immutable(path: Path) -> bool:
+    """On a read-only mount, with no WAL holding commits not yet merged into the store."""
+    try:
+        mounted_ro = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+        wal = Path(str(path) + "-wal")
+        return mounted_ro and path.exists() and (not wal.exists() or wal.stat().st_size == 0)
+    except (OSError, AttributeError):
+        return False
+
+
 def _read_only(directory: Path) -> bool:
     """The folder is on a read-only mount, or we may not write to it."""
     try:
@@ -136,8 +146,34 @@ class SqliteStore:
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise _store_error(exc, path) from None
+                error = _store_error(exc, path)
+                if error.code == "store-read-only" and _readable_as_immutable(path):
+                    return await cls._open_immutable(path)
+                raise error from None
             raise
+        return store
+
+    @classmethod
+    async def _open_immutable(cls, path: Path) -> SqliteStore:
+        """Open a store on a read-only mount for reading only.
+
+        SQLite cannot open a WAL database where it may not create its lock files, unless told
+        the file is immutable; that is safe only because nobody can write to a read-only mount
+        and no WAL with unmerged commits is left (``_readable_as_immutable``). Every write then
+        fails with ``store-read-only``.
+        """
+        uri = path.resolve().as_uri() + "?mode=ro&immutable=1"
+        try:
+            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            store = cls(conn, path)
+            app = await store._scalar("PRAGMA application_id")
+            version = await store._scalar("PRAGMA user_version")
+        except sqlite3.Error as exc:
+            raise _store_error(exc, path) from None
+        if app != APPLICATION_ID or version > SCHEMA_VERSION:
+            await conn.close()
+            raise StoreError(f"{path} is not a feedlog store this version can read",
+                             code="foreign-store")
         return store
 
     async def _setup(self) -> None:

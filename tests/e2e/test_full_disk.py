@@ -15,6 +15,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,10 +162,52 @@ def test_read_only_home(tmp_path: Path) -> None:
         db = home / "feedlog.sqlite3"
         saved = db.read_bytes()
         with read_only(home):
-            for args in (("publish", "nope"), ("feed",), ("verify",), ("follow", FRIEND),
-                         ("name", "Stuck"), ("publish", "--stdin")):
+            for args in (("publish", "nope"), ("follow", FRIEND), ("name", "Stuck"),
+                         ("publish", "--stdin")):
                 one_line_error(cli(home, *args, stdin="a\nb\n"), "store-read-only")
+            if ROOT:
+                # A read-only mount can still be read (opened as immutable).
+                assert stored(home) == before
+                assert json.loads(ok(home, "verify", "--json"))["ok"]
+                one_line_error(cli(home, "publish", "still no"), "store-read-only")
+            else:
+                one_line_error(cli(home, "feed"), "store-read-only")
             assert db.read_bytes() == saved
         assert stored(home) == before
         assert json.loads(ok(home, "publish", "writable again", "--json"))["seq"] == 21
+        assert json.loads(ok(home, "verify", "--json"))["ok"]
+
+
+def test_read_only_home_after_a_crash_is_never_read_stale(tmp_path: Path) -> None:
+    """After a crash the WAL holds commits the store file lacks. On a read-only home SQLite
+    reads through it when its index (-shm) survived; without the index, reading is refused
+    rather than showing an old state. Once writable, every acknowledged message is there."""
+    with (tmpfs(tmp_path / "fs", "4m") if ROOT else contextlib.nullcontext(tmp_path)) as base:
+        home = base / "home"
+        _start(home)
+        lines = base / "lines"
+        lines.write_text("".join(f"crash {i}\n" for i in range(100_000)))
+        with lines.open("rb") as stdin:
+            proc = subprocess.Popen([*FEEDLOG, "--home", str(home), "publish", "--stdin"],
+                                    stdin=stdin, stdout=subprocess.PIPE, start_new_session=True)
+            assert proc.stdout is not None
+            acked = [proc.stdout.readline().split()[0] for _ in range(5)]
+            os.killpg(proc.pid, signal.SIGKILL)
+            rest = proc.communicate()[0]
+        acked += [line.split()[0] for line in rest.splitlines() if line.endswith(b")")]
+        want = {a.decode() for a in acked}
+        wal, shm = home / "feedlog.sqlite3-wal", home / "feedlog.sqlite3-shm"
+        assert wal.stat().st_size > 0 and shm.exists()
+        lines.unlink()
+        with read_only(home):
+            p = cli(home, "feed", "--json")
+            if p.returncode == 0:
+                assert want <= {m["id"] for m in json.loads(p.stdout)}
+            else:
+                one_line_error(p, "store-read-only")
+        if ROOT:
+            shm.unlink()
+            with read_only(home):
+                one_line_error(cli(home, "feed"), "store-read-only")
+        assert want <= {m["id"] for m in stored(home)}
         assert json.loads(ok(home, "verify", "--json"))["ok"]
