@@ -58,7 +58,10 @@ class Scenario:
     ``command(home)`` is the argv to start (a shell loop is fine: the whole process group is
     killed); ``stdin`` is fed to it; the kill lands ``window`` seconds (uniform) after the
     start; ``template`` names the prepared home it starts from ("" for no home at all);
-    ``weight`` is its share of the trials; ``settle`` runs after the kill, before the checks.
+    ``weight`` is its share of the trials; ``acked(stdout)`` lists the message ids the command
+    acknowledged (complete lines only); ``check(home, stdout)`` runs the scenario's own checks
+    after the kill and before the common ones (a following sync or export completes, say) and
+    returns a short note that is tallied in the summary.
     """
 
     name: str
@@ -67,7 +70,9 @@ class Scenario:
     template: str = "small"
     stdin: bytes = b""
     weight: int = 1
-    settle: Callable[[Path, str], str] | None = None
+    acked: Callable[[str], list[str]] = lambda out: [
+        m.group(1) for line in out.splitlines() if (m := MSG_LINE.match(line))]
+    check: Callable[[Path, str], str] | None = None
 
 
 def _feedlog(home: Path, *args: str) -> list[str]:
@@ -83,7 +88,7 @@ def _quote(arg: str) -> str:
     return "'" + arg.replace("'", "'\\''") + "'"
 
 
-def _settle_init(home: Path, out: str) -> str:
+def _check_init(home: Path, out: str) -> str:
     """A killed `init` leaves either no identity (and `init` works now) or a whole one."""
     printed = [m.group(1) for line in out.splitlines() if (m := INIT_LINE.match(line))]
     if not (home / KEY_FILE).exists():
@@ -117,8 +122,8 @@ SCENARIOS: list[Scenario] = [
                                                   ("unfollow", FRIEND)), (0.2, 1.0), weight=4),
     Scenario("verify", lambda h: _feedlog(h, "verify"), (0.25, 0.6), template="large",
              weight=3),
-    Scenario("init", lambda h: _feedlog(h, "init"), (0.25, 0.7), template="", weight=3,
-             settle=_settle_init),
+    Scenario("init", lambda h: _feedlog(h, "init"), (0.15, 0.45), template="", weight=3,
+             check=_check_init),
 ]
 
 
@@ -186,14 +191,14 @@ def _run_trial(scenario: Scenario, index: int, seed: int, templates: dict[str, P
     stdout, stderr = proc.communicate(timeout=30)
     text = stdout.decode(errors="replace")
     complete = text[: text.rfind("\n") + 1]  # a line cut by the kill is not an acknowledgment
-    acked = [m.group(1) for line in complete.splitlines() if (m := MSG_LINE.match(line))]
+    acked = scenario.acked(complete)
     out.acked = len(acked)
     try:
         if "Traceback" in stderr.decode(errors="replace"):
             raise AssertionError("the command printed a traceback before the kill:\n"
                                  + stderr.decode(errors="replace")[-2000:])
-        if scenario.settle is not None:
-            out.note = scenario.settle(home, complete)
+        if scenario.check is not None:
+            out.note = scenario.check(home, complete)
         asyncio.run(_check(home, acked))
         if index % 10 == 0:
             _check_with_cli(home)
