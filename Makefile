@@ -35,10 +35,16 @@ bench: $(STAMP)
 vectors: $(STAMP)
 	$(BIN)/python spec/make_vectors.py
 	$(BIN)/python spec/make_view_vectors.py
+	$(BIN)/python spec/make_discovery_vectors.py
+	$(BIN)/python spec/make_bundle_vectors.py
+	$(BIN)/python spec/make_replication_vectors.py
 
 vectors-check: $(STAMP)
 	$(BIN)/python spec/make_vectors.py --check
 	$(BIN)/python spec/make_view_vectors.py --check
+	$(BIN)/python spec/make_discovery_vectors.py --check
+	$(BIN)/python spec/make_bundle_vectors.py --check
+	$(BIN)/python spec/make_replication_vectors.py --check
 
 $(FUZZ_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,fuzz]'

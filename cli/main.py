@@ -19,6 +19,7 @@ from feedlog.core.errors import FeedlogError, LocalError, RemoteError, StoreErro
 from feedlog.core.ids import FeedId, feed_id_text, msg_id_text, parse_feed_id
 from feedlog.core.message import Message
 from feedlog.identity import default_home
+from feedlog.net.transport import DEFAULT_NETWORK_KEY, parse_network_key
 
 app = typer.Typer(
     name="feedlog",
@@ -34,6 +35,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tex
 
 class Ctx:
     home: Path = default_home()
+    network_key: bytes = DEFAULT_NETWORK_KEY
 
 
 def _home_callback(
@@ -42,9 +44,20 @@ def _home_callback(
         typer.Option("--home", envvar="FEEDLOG_HOME",
                      help="Node home folder (default: the user's data directory)."),
     ] = None,
+    network_key: Annotated[
+        str | None,
+        typer.Option("--network-key", envvar="FEEDLOG_NETWORK_KEY", metavar="HEX",
+                     help="32-byte key (64 hex) of a private network; peers with another key "
+                          "cannot connect. Default: feedlog's public network."),
+    ] = None,
 ) -> None:
     if home is not None:
         Ctx.home = home.expanduser()
+    if network_key is not None:
+        try:
+            Ctx.network_key = parse_network_key(network_key)
+        except FeedlogError as exc:
+            fail(exc)
 
 
 app.callback()(_home_callback)
@@ -332,8 +345,12 @@ def verify(json_out: JsonOpt = False) -> None:
 # --- feature modules: each cli/<feature>.py defines register(app) ---------------------------
 # (one import and one call per feature, so features land without touching each other)
 def _register_features() -> None:
-    from cli import robust
+    from cli import bundle, groups, lan, net, robust
 
+    net.register(app)
+    lan.register(app)
+    bundle.register(app)
+    groups.register(app)
     robust.register(app)
 
 

@@ -166,7 +166,8 @@ class Ingestor:
                 rep.reject("not-wanted")
                 continue
             state = self._optimistic.get(a)
-            if state is None:
+            if state is None or (a in self._committed and self._ahead(a, state)):
+                # first sight of this feed, or another source committed beyond our plan
                 info = await self._info(a)
                 if info is not None and info.forked_seq is not None:
                     rep.reject("feed-forked")
@@ -197,6 +198,10 @@ class Ingestor:
                 checks.append((chunk, loop.run_in_executor(self.executor, _verify_chunk, chunk)))
         return _Plan(candidates, conflicts, checks)
 
+    def _ahead(self, a: FeedId, state: FeedState) -> bool:
+        info = self._committed.get(a)
+        return info is not None and info.seq > state.seq
+
     async def _run_stage2(self) -> None:
         while True:
             plan = await self._queue.get()
@@ -218,6 +223,19 @@ class Ingestor:
                 continue
             info = self._committed.get(a)
             head = info.state if info else FeedState(a)
+            if head.seq > run[-1].seq:  # another source committed all of it meanwhile
+                rep.duplicates += len(run)
+                continue
+            if run[0].seq <= head.seq:
+                # another source committed part of this run meanwhile: the hash chain makes
+                # the overlap identical iff the message at the stored head is the same one
+                at = run[head.seq - run[0].seq] if head.seq >= run[0].seq else None
+                if at is not None and at.id == head.head:
+                    skip = head.seq - run[0].seq + 1
+                    rep.duplicates += skip
+                    run = run[skip:]
+                    if not run:
+                        continue
             if run[0].seq != head.seq + 1 or run[0].previous != head.head:
                 # an earlier batch of this feed failed after this one was planned
                 rep.reject("feed-refused", len(run))

@@ -10,24 +10,27 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from feedlog import groups as _groups
 from feedlog.config import Limits, load_limits
 from feedlog.core import content as contents
 from feedlog.core.crypto import Keypair
 from feedlog.core.errors import InvalidMessage, LocalError, StoreError
-from feedlog.core.fork import decode_fork_proof
+from feedlog.core.fork import ForkProof, decode_fork_proof
 from feedlog.core.graph import Contact, Replication, replication_set
-from feedlog.core.ids import FeedId, feed_id_text
+from feedlog.core.ids import FeedId, MsgId, feed_id_text
 from feedlog.core.message import FeedState, Message, Unsigned, finish, prepare, sign_header
 from feedlog.core.validate import Link, check_signature, decode_message, link
+from feedlog.core.view import GroupView
 from feedlog.identity import DB_FILE, KEY_FILE, read_key, write_key
 from feedlog.ingest import Ingestor
 from feedlog.store.base import FeedInfo, Store
+from feedlog.store.groups import GroupSummary
 from feedlog.store.memory import MemoryStore
 from feedlog.store.sqlite import SqliteStore
 
@@ -60,6 +63,12 @@ class Node:
         self._publish_lock = asyncio.Lock()
         self._own: FeedState | None = None
         self.hops = 2
+        # every message stored (published or received from any source) is announced here, in
+        # commit order: the replicator pushes them to live peers
+        self.listeners: list[Callable[[Sequence[Message]], None]] = []
+        # committed heads shared by every ingest session, so concurrent sources agree
+        self._heads: dict[FeedId, FeedInfo | None] = {}
+        self.group_book = _groups.GroupBook(store)
 
     # --- opening -------------------------------------------------------------------------
 
@@ -159,8 +168,11 @@ class Node:
                 await self.store.append(msgs)
             except BaseException:
                 self._own = None
+                self._heads.pop(self.id, None)
                 raise
             self._own = state
+            self._heads.pop(self.id, None)
+            self._announce(msgs)
             return msgs
 
     async def _sign(self, unsigned: Sequence[Unsigned]) -> list[Message]:
@@ -252,20 +264,74 @@ class Node:
             ],
         }
 
+    # --- groups (feedlog/groups.py, spec/view.md) ------------------------------------------
+
+    async def create_group(self, title: str, members: Iterable[FeedId] | None = None) -> Message:
+        """Publish a group root; its message id is the group id. ``members`` (optional) are
+        listed with this node first."""
+        return await _groups.create_group(self, title, members)
+
+    async def post_to_group(self, group_id: MsgId, text: str,
+                            *, timestamp: int | None = None) -> Message:
+        """Post in a group; its causal refs are the tips this node holds."""
+        return await _groups.post(self, group_id, text, timestamp=timestamp)
+
+    async def reply(self, msg_id: MsgId, text: str, *, timestamp: int | None = None) -> Message:
+        """Answer a group post (or a group root) in its group."""
+        return await _groups.reply(self, msg_id, text, timestamp=timestamp)
+
+    async def groups(self, *, everything: bool = False) -> list[GroupSummary]:
+        """Your groups (all known ones with ``everything``), most recently active first."""
+        return await _groups.groups(self, everything=everything)
+
+    async def group_view(self, group_id: MsgId) -> GroupView:
+        """The group's posts in display order with flags, tips and what is missing."""
+        return await self.group_book.view(group_id)
+
+    async def mark_group_read(self, group_id: MsgId) -> None:
+        await _groups.mark_read(self, group_id)
+
     # --- receiving -----------------------------------------------------------------------
 
-    def ingestor(self, *, only_wanted: Iterable[FeedId] | None = None) -> Ingestor:
-        """An ingest session (one per source). ``only_wanted`` restricts accepted feeds."""
-        allowed = None
+    def ingestor(self, *, only_wanted: Iterable[FeedId] | None = None,
+                 allowed: Callable[[FeedId], bool] | None = None,
+                 on_append: Callable[[Sequence[Message]], None] | None = None,
+                 store: Store | None = None) -> Ingestor:
+        """An ingest session (one per source). ``only_wanted`` (a set) or ``allowed`` (a
+        predicate) restricts accepted feeds; ``on_append`` sees each committed batch first.
+        ``store`` replaces this node's store (e.g. a dry-run overlay): then nothing is
+        announced to listeners and the shared head cache is not used."""
         if only_wanted is not None:
             wanted = frozenset(only_wanted)
             allowed = wanted.__contains__
+        if store is not None:
+            return Ingestor(store, executor=self._executor, allowed=allowed, on_append=on_append)
+
+        def appended(msgs: Sequence[Message]) -> None:
+            if on_append is not None:
+                on_append(msgs)
+            self._on_append(msgs)
+
         return Ingestor(self.store, executor=self._executor, allowed=allowed,
-                        on_append=self._on_append)
+                        on_append=appended, cache=self._heads)
+
+    async def record_fork(self, proof: ForkProof) -> bool:
+        """Keep a fork proof (already verified: ForkProof values come from make_fork_proof or
+        decode_fork_proof) and mark its feed forked; False if it was known."""
+        added = await self.store.record_fork(proof)
+        self._heads.pop(proof.author, None)
+        if proof.author == self.id:
+            self._own = None
+        return added
 
     def _on_append(self, msgs: Sequence[Message]) -> None:
         if any(m.author == self.id for m in msgs):
             self._own = None  # somebody brought our own feed back (e.g. after a restore)
+        self._announce(msgs)
+
+    def _announce(self, msgs: Sequence[Message]) -> None:
+        for listener in list(self.listeners):
+            listener(msgs)
 
     # --- checking ------------------------------------------------------------------------
 

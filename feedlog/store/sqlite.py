@@ -9,6 +9,7 @@ written to. Batches are one transaction of a few ``executemany`` calls, never on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -22,7 +23,30 @@ from feedlog.core.errors import StoreError
 from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import Message
-from feedlog.store.base import ContactRow, FeedInfo, derived_rows, plan_append
+from feedlog.core.validate import decode_message
+from feedlog.core.view import GroupMessage, GroupRoot
+from feedlog.store.base import (
+    ContactRow,
+    FeedInfo,
+    NoteTable,
+    PeerRecord,
+    derived_rows,
+    plan_append,
+)
+from feedlog.store.groups import (
+    GROUP_INDEX_VERSION,
+    DisplayRow,
+    GroupSummary,
+    PlacedRow,
+    group_rows,
+    is_member,
+    pack_members,
+    pack_ref,
+    pack_refs,
+    unpack_members,
+    unpack_ref,
+    unpack_refs,
+)
 
 APPLICATION_ID = 0x46444C47  # "FDLG"
 SCHEMA_VERSION = 1
@@ -67,7 +91,62 @@ _SCHEMA = [
 
 # Tables of feature modules (peers, indexes, ...): idempotent statements run at every open,
 # inside schema version 1, so a store made before a feature landed gains its tables.
-_FEATURE_TABLES: list[str] = []
+_FEATURE_TABLES: list[str] = [
+    # replication baselines (spec/replication.md §7); dir 0 = sent, 1 = received
+    """CREATE TABLE IF NOT EXISTS peer_notes (
+        peer BLOB NOT NULL,
+        dir INTEGER NOT NULL,
+        feed BLOB NOT NULL,
+        note INTEGER NOT NULL,
+        forked INTEGER,
+        PRIMARY KEY (peer, dir, feed)
+    ) WITHOUT ROWID""",
+    # peer book (feedlog/peers.py)
+    """CREATE TABLE IF NOT EXISTS peers (
+        feed BLOB PRIMARY KEY,
+        host TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        last_seen INTEGER,
+        last_synced INTEGER,
+        state TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    # groups (store/groups.py): rx is the message's own rx, so arrival order and read markers
+    # survive a re-index; grp, refs and reply are packed msgrefs.
+    """CREATE TABLE IF NOT EXISTS group_roots (
+        id BLOB PRIMARY KEY,
+        author BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        timestamp INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        members BLOB
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS group_posts (
+        rx INTEGER PRIMARY KEY,
+        id BLOB NOT NULL UNIQUE,
+        group_id BLOB NOT NULL,
+        grp BLOB NOT NULL,
+        author BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        timestamp INTEGER NOT NULL,
+        refs BLOB NOT NULL,
+        reply BLOB,
+        text TEXT NOT NULL,
+        pos INTEGER,
+        flags BLOB
+    )""",
+    "CREATE INDEX IF NOT EXISTS group_posts_by_group ON group_posts (group_id, rx)",
+    "CREATE INDEX IF NOT EXISTS group_posts_by_pos ON group_posts (group_id, pos)",
+    """CREATE TABLE IF NOT EXISTS group_orders (
+        group_id BLOB PRIMARY KEY,
+        state BLOB NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS group_reads (
+        group_id BLOB PRIMARY KEY,
+        rx INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+]
+_DIRS = {"sent": 0, "recv": 1}
 
 
 def _store_error(exc: BaseException, path: Path) -> StoreError:
@@ -129,6 +208,9 @@ class SqliteStore:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._db = conn
         self.path = path
+        # one connection is shared by every task of the node (peers, publish, import):
+        # write transactions take turns
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, create: bool = True) -> SqliteStore:
@@ -205,6 +287,8 @@ class SqliteStore:
             for stmt in _FEATURE_TABLES:
                 await db.execute(stmt)
             await db.execute("COMMIT")
+        if await self._scalar("SELECT value FROM meta WHERE key = 'group-index'") is None:
+            await self.reindex_groups()  # a store made before groups were indexed
 
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         async with self._db.execute(sql, params) as cur:
@@ -229,6 +313,12 @@ class SqliteStore:
         issued only while a transaction is still open, and never hides the original error.
         """
         db = self._db
+        async with self._write_lock, self._transaction_unlocked(db) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _transaction_unlocked(self, db: aiosqlite.Connection
+                                    ) -> AsyncIterator[aiosqlite.Connection]:
         try:
             await db.execute("BEGIN IMMEDIATE")
             try:
@@ -301,6 +391,24 @@ class SqliteStore:
                     "INSERT INTO names (author, seq, name) VALUES (?, ?, ?) "
                     "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, "
                     "name = excluded.name WHERE excluded.seq > names.seq", names)
+            await self._index_groups(db, msgs)
+
+    async def _index_groups(self, db: aiosqlite.Connection, msgs: Sequence[Message]) -> None:
+        roots, posts = group_rows(msgs)
+        if roots:
+            await db.executemany(
+                "INSERT OR IGNORE INTO group_roots (id, author, seq, timestamp, title, members) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.id, r.author, r.seq, r.timestamp, r.title, pack_members(r.members))
+                 for r in roots])
+        if posts:
+            await db.executemany(
+                "INSERT OR IGNORE INTO group_posts (rx, id, group_id, grp, author, seq, "
+                "timestamp, refs, reply, text) "
+                "VALUES ((SELECT rx FROM messages WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(p.id, p.id, p.group.id, pack_ref(p.group), p.author, p.seq, p.timestamp,
+                  pack_refs(p.refs), None if p.reply is None else pack_ref(p.reply), p.text)
+                 for p in posts])
 
     async def get(self, msg_id: MsgId) -> bytes | None:
         rows = await self._rows("SELECT raw FROM messages WHERE id = ?", (msg_id,))
@@ -362,6 +470,180 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from None
 
+    async def peer_seen(self, feed: FeedId, host: str, port: int, source: str,
+                        when: int) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO peers (feed, host, port, source, last_seen, state) "
+                "VALUES (?, ?, ?, ?, ?, 'discovered') ON CONFLICT (feed) DO UPDATE SET "
+                "host = excluded.host, port = excluded.port, source = excluded.source, "
+                "last_seen = excluded.last_seen", (feed, host, port, source, when))
+
+    async def peer_state(self, feed: FeedId, state: str, when: int, *, synced: bool) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO peers (feed, host, port, source, last_synced, state) "
+                "VALUES (?, '', 0, 'inbound', ?, ?) ON CONFLICT (feed) DO UPDATE SET "
+                "state = excluded.state, "
+                "last_synced = coalesce(excluded.last_synced, peers.last_synced)",
+                (feed, when if synced else None, state))
+
+    async def peers(self) -> list[PeerRecord]:
+        rows = await self._rows(
+            "SELECT feed, host, port, source, last_seen, last_synced, state FROM peers "
+            "ORDER BY feed")
+        return [PeerRecord(FeedId(bytes(f)), h, p, src, ls, sy, st)
+                for f, h, p, src, ls, sy, st in rows]
+    # --- group index (store/groups.py) --------------------------------------------------------
+
+    async def group_root(self, group_id: bytes) -> GroupRoot | None:
+        rows = await self._rows(
+            "SELECT author, seq, timestamp, title, members FROM group_roots WHERE id = ?",
+            (group_id,))
+        if not rows:
+            return None
+        a, s, ts, title, members = rows[0]
+        return GroupRoot(group_id, a, s, ts, title, unpack_members(members))
+
+    async def group_posts(self, group_id: bytes, after: int = 0) -> list[tuple[int, GroupMessage]]:
+        rows = await self._rows(
+            "SELECT rx, id, grp, author, seq, timestamp, refs, reply, text FROM group_posts "
+            "WHERE group_id = ? AND rx > ? ORDER BY rx", (group_id, after))
+        return [(rx, GroupMessage(i, a, s, ts, unpack_ref(g), unpack_refs(refs),
+                                  None if reply is None else unpack_ref(reply), text))
+                for rx, i, g, a, s, ts, refs, reply, text in rows]
+
+    async def group_post(self, msg_id: bytes) -> GroupMessage | None:
+        rows = await self._rows(
+            "SELECT grp, author, seq, timestamp, refs, reply, text FROM group_posts "
+            "WHERE id = ?", (msg_id,))
+        if not rows:
+            return None
+        g, a, s, ts, refs, reply, text = rows[0]
+        return GroupMessage(msg_id, a, s, ts, unpack_ref(g), unpack_refs(refs),
+                            None if reply is None else unpack_ref(reply), text)
+
+    async def group_summaries(self, me: FeedId) -> list[GroupSummary]:
+        roots = {
+            bytes(i): GroupRoot(i, a, s, ts, title, unpack_members(members))
+            for i, a, s, ts, title, members in await self._rows(
+                "SELECT id, author, seq, timestamp, title, members FROM group_roots")
+        }
+        reads = {bytes(g): rx for g, rx in await self._rows("SELECT group_id, rx FROM group_reads")}
+        stats = {
+            bytes(g): rest for g, *rest in await self._rows(
+                "SELECT p.group_id, count(*), max(p.timestamp), max(p.rx), "
+                "total(p.rx > coalesce(r.rx, 0) AND p.author != ?), max(p.author = ?) "
+                "FROM group_posts p LEFT JOIN group_reads r ON r.group_id = p.group_id "
+                "GROUP BY p.group_id", (me, me))
+        }
+        out = []
+        for gid in sorted(set(roots) | set(stats)):
+            root = roots.get(gid)
+            n, last_ts, last_rx, unread, posted = stats.get(gid, (0, None, 0, 0, 0))
+            stamps = [t for t in (last_ts, root.timestamp if root else None) if t is not None]
+            out.append(GroupSummary(gid, root, n, max(stamps) if stamps else None, last_rx,
+                                    reads.get(gid, 0), int(unread), bool(posted),
+                                    is_member(me, root)))
+        return out
+
+    async def set_group_read(self, group_id: bytes, rx: int) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO group_reads (group_id, rx) VALUES (?, ?) ON CONFLICT (group_id) "
+                "DO UPDATE SET rx = excluded.rx WHERE excluded.rx > group_reads.rx",
+                (group_id, rx))
+
+    async def group_order_state(self, group_id: bytes) -> bytes | None:
+        rows = await self._rows("SELECT state FROM group_orders WHERE group_id = ?", (group_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    async def group_tail(self, group_id: bytes, limit: int) -> list[PlacedRow]:
+        rows = await self._rows(
+            "SELECT pos, id, timestamp FROM group_posts WHERE group_id = ? AND pos IS NOT NULL "
+            "ORDER BY pos DESC LIMIT ?", (group_id, limit))
+        return [PlacedRow(p, bytes(i), t) for p, i, t in reversed(rows)]
+
+    async def group_placed(self, group_id: bytes, ids: Sequence[bytes]) -> set[bytes]:
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = await self._rows(
+            f"SELECT id FROM group_posts WHERE group_id = ? AND pos IS NOT NULL "
+            f"AND id IN ({marks})", (group_id, *ids))
+        return {bytes(r[0]) for r in rows}
+
+    async def save_group_order(self, group_id: bytes, state: bytes,
+                               places: Sequence[tuple[bytes, int, bytes | None]],
+                               *, expect: bytes | None, reset: bool = False) -> bool:
+        """Store a group's order if its state is still ``expect`` (None: no state yet);
+        False, writing nothing, when another writer got there first."""
+        async with self._transaction() as db:
+            async with db.execute("SELECT state FROM group_orders WHERE group_id = ?",
+                                  (group_id,)) as cur:
+                row = await cur.fetchone()
+            if (None if row is None else bytes(row[0])) != expect:
+                return False
+            if reset:
+                await db.execute("UPDATE group_posts SET pos = NULL, flags = NULL "
+                                 "WHERE group_id = ?", (group_id,))
+            await db.executemany("UPDATE group_posts SET pos = ?, flags = ? WHERE id = ?",
+                                 [(pos, flags, i) for i, pos, flags in places])
+            await db.execute(
+                "INSERT INTO group_orders (group_id, state) VALUES (?, ?) "
+                "ON CONFLICT (group_id) DO UPDATE SET state = excluded.state", (group_id, state))
+        return True
+
+    async def group_display(self, group_id: bytes) -> list[DisplayRow]:
+        rows = await self._rows(
+            "SELECT rx, id, author, seq, timestamp, text, reply, flags FROM group_posts "
+            "WHERE group_id = ? AND pos IS NOT NULL ORDER BY pos", (group_id,))
+        return [DisplayRow(*r) for r in rows]
+
+    async def reindex_groups(self) -> int:
+        """Rebuild the group index from the stored messages (read markers are kept)."""
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM group_roots")
+            await db.execute("DELETE FROM group_posts")
+            await db.execute("DELETE FROM group_orders")
+            async with db.execute(
+                "SELECT raw FROM messages WHERE type IN ('group', 'post') ORDER BY rx"
+            ) as cur:
+                while batch := await cur.fetchmany(1000):
+                    await self._index_groups(db, [decode_message(bytes(r[0])) for r in batch])
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES ('group-index', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (GROUP_INDEX_VERSION,))
+            async with db.execute(
+                "SELECT (SELECT count(*) FROM group_roots) + (SELECT count(*) FROM group_posts)"
+            ) as cur:
+                row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     async def integrity_check(self) -> list[str]:
         rows = await self._rows("PRAGMA integrity_check")
         return [str(r[0]) for r in rows if r[0] != "ok"]
+
+    async def peer_notes(self, peer: FeedId, direction: str) -> NoteTable:
+        rows = await self._rows(
+            "SELECT feed, note, forked FROM peer_notes WHERE peer = ? AND dir = ?",
+            (peer, _DIRS[direction]))
+        return {FeedId(bytes(f)): (n, k) for f, n, k in rows}
+
+    async def update_peer_notes(self, peer: FeedId, direction: str,
+                                upserts: NoteTable,
+                                removes: Sequence[FeedId]) -> None:
+        if not upserts and not removes:
+            return
+        d = _DIRS[direction]
+        async with self._transaction() as db:
+            if removes:
+                await db.executemany(
+                    "DELETE FROM peer_notes WHERE peer = ? AND dir = ? AND feed = ?",
+                    [(peer, d, f) for f in removes])
+            if upserts:
+                await db.executemany(
+                    "INSERT INTO peer_notes (peer, dir, feed, note, forked) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (peer, dir, feed) DO UPDATE SET note = excluded.note, "
+                    "forked = excluded.forked",
+                    [(peer, d, f, n, k) for f, (n, k) in upserts.items()])

@@ -1,0 +1,517 @@
+"""The replication shell (spec/replication.md): drives one core Session per connection over a
+Channel, with the node's store and ingest pipeline, and pushes new messages to live peers.
+
+Per connection there are two tasks: the reader (frames in -> session -> ingest, which applies
+back-pressure: we stop reading while the verify pipeline is full, so a peer that floods gets TCP
+back-pressure, not our memory) and the writer (session effects out, in order: frames, ranges read
+from the store in batches, baselines saved). Everything a peer does wrong ends that connection
+with a code; nothing a peer does stops the node or other connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from feedlog.core import replication as rp
+from feedlog.core.content import CONTACT_TYPES
+from feedlog.core.errors import FeedlogError, InvalidMessage, LocalError, ProtocolError
+from feedlog.core.fork import decode_fork_proof
+from feedlog.core.ids import FeedId, feed_id_text
+from feedlog.core.message import Message
+from feedlog.core.wire import (
+    MAX_FRAME_SIZE,
+    Entry,
+    Error,
+    Fork,
+    Ping,
+    encode_frame,
+    make_note,
+    msgs_frames,
+)
+from feedlog.ingest import Ingestor
+from feedlog.net.transport import (
+    DEFAULT_NETWORK_KEY,
+    Address,
+    Channel,
+    client_channel,
+    close_writer,
+    server_channel,
+)
+from feedlog.node import Node
+
+# ingest outcomes that are facts about an author, not misbehaviour of the peer that relayed them
+BENIGN = frozenset({"fork", "wrong-previous", "feed-forked", "feed-refused"})
+
+
+@dataclass
+class NetConfig:
+    network_key: bytes = DEFAULT_NETWORK_KEY
+    handshake_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    stall_timeout: float = 30.0  # no frame while the catch-up is still due
+    idle_timeout: float = 90.0  # live: no frame at all (the peer pings every ping_interval)
+    ping_interval: float = 30.0
+    max_frame: int = MAX_FRAME_SIZE
+    max_peers: int = 64
+    range_batch: int = 1000  # messages read from the store per query when streaming
+
+
+@dataclass
+class SyncResult:
+    peer: str
+    remote: str
+    incoming: int = 0  # messages the plan said we would receive
+    outgoing: int = 0
+    feeds_in: int = 0
+    feeds_out: int = 0
+    received: int = 0  # messages that arrived (including pushes)
+    added: int = 0
+    sent: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    caught_up: bool = False
+    error: str | None = None  # the code that ended the connection, if not a clean end
+    message: str = ""
+    rejected: dict[str, int] = field(default_factory=dict)
+    forks: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class _Finish:
+    """Writer queue item: say goodbye after what is queued before it."""
+
+
+class Link:
+    """One connection: a Session, a reader task, a writer task."""
+
+    def __init__(self, rep: Replicator, channel: Channel, live: bool,
+                 on_progress: Callable[[Link], None] | None = None) -> None:
+        self.rep = rep
+        self.node = rep.node
+        self.channel = channel
+        self.live = live
+        self.on_progress = on_progress
+        self.result = SyncResult(feed_id_text(channel.peer), channel.remote)
+        self.session: rp.Session | None = None
+        self._out: asyncio.Queue[rp.Effect | _Finish] = asyncio.Queue()
+        self._ingestor: Ingestor | None = None
+        self._saved: dict[str, rp.Table] = {}
+        self._seen_codes: dict[str, int] = {}
+        self._seen_forks = 0
+        self._ended = asyncio.Event()
+        self._started = time.monotonic()
+        self.caught_up = asyncio.Event()
+
+    @property
+    def peer(self) -> FeedId:
+        return self.channel.peer
+
+    # --- running -----------------------------------------------------------------------------
+
+    async def run(self) -> SyncResult:
+        store = self.node.store
+        mine, seqs = await self.rep.entries()
+        for d in ("sent", "recv"):
+            self._saved[d] = {f: Entry(f, n, k)
+                              for f, (n, k) in (await store.peer_notes(self.peer, d)).items()}
+        s = rp.Session(mine=mine, seqs=seqs, sent_base=dict(self._saved["sent"]),
+                       recv_base=dict(self._saved["recv"]), live=self.live)
+        self.session = s
+        self._ingestor = self.node.ingestor(allowed=s.accepts, on_append=self._committed)
+        self.rep.links.add(self)
+        writer = asyncio.create_task(self._writer())
+        try:
+            self._dispatch(s.start())
+            await self._reader()
+        except FeedlogError as exc:
+            self._fail(exc.code, exc.message, tell_peer=not isinstance(exc, LocalError))
+        finally:
+            self.rep.links.discard(self)
+            self._out.put_nowait(_Finish())
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(writer), 10)
+            writer.cancel()
+            with contextlib.suppress(BaseException):
+                await writer
+            if self._ingestor is not None:
+                with contextlib.suppress(FeedlogError):
+                    await self._ingestor.finish()
+                self._check_report()
+            await self.channel.close(goodbye=False)
+            r = self.result
+            counters = self.channel.counters
+            r.bytes_in, r.bytes_out = counters.bytes_in, counters.bytes_out
+            r.seconds = time.monotonic() - self._started
+            r.caught_up = s.caught_up
+            self.rep.note_ended(self)
+        return self.result
+
+    async def _reader(self) -> None:
+        s = self.session
+        assert s is not None
+        cfg = self.rep.config
+        while not self._ended.is_set():
+            timeout = cfg.idle_timeout if s.caught_up and s.both_live else cfg.stall_timeout
+            recv = asyncio.ensure_future(self.channel.receive())
+            ended = asyncio.ensure_future(self._ended.wait())
+            try:
+                done, _ = await asyncio.wait({recv, ended}, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+                if not recv.done():
+                    recv.cancel()
+                    with contextlib.suppress(BaseException):
+                        await recv
+            if recv not in done:
+                if self._ended.is_set():
+                    return
+                code = "peer-timeout" if s.caught_up else "peer-stalled"
+                self._fail(code, f"nothing from the peer for {timeout:g} s")
+                return
+            frames = recv.result()  # raises ProtocolError for a broken stream
+            if frames is None:
+                if not s.caught_up:
+                    self._fail("peer-hung-up", "the peer closed before both sides caught up",
+                               tell_peer=False)
+                return
+            for frame in frames:
+                await self._handle(s.receive(frame))
+                if s.closed:
+                    return
+
+    async def _handle(self, effects: list[rp.Effect]) -> None:
+        for e in effects:
+            if isinstance(e, rp.Ingest):
+                assert self._ingestor is not None
+                self.result.received += len(e.messages)
+                await self._ingestor.put(e.messages)
+                self._check_report()
+                self._progress()
+            elif isinstance(e, rp.Drain):
+                assert self._ingestor is not None and self.session is not None
+                await self._ingestor.finish()
+                self._check_report()
+                await self._handle(self.session.drained())
+            elif isinstance(e, rp.RecordFork):
+                await self._record_fork(e.proof)
+            else:
+                self._dispatch([e])
+
+    def _dispatch(self, effects: list[rp.Effect]) -> None:
+        """Effects that need no waiting by the caller: queue output, note plan and state."""
+        for e in effects:
+            if isinstance(e, rp.Plan):
+                r = self.result
+                r.incoming, r.outgoing = e.incoming_total, e.outgoing_total
+                r.feeds_in, r.feeds_out = len(e.incoming), len(e.outgoing)
+                self._progress()
+            elif isinstance(e, rp.CaughtUp):
+                self.caught_up.set()
+                self._progress()
+                assert self.session is not None
+                if not self.session.both_live:
+                    self._out.put_nowait(_Finish())
+            elif isinstance(e, rp.Close):
+                self.result.error, self.result.message = e.code, e.message
+                self._out.put_nowait(e)
+                self._ended.set()
+            elif isinstance(e, (rp.Ingest, rp.Drain, rp.RecordFork)):
+                raise AssertionError("inline effects go through _handle")
+            else:
+                self._out.put_nowait(e)
+
+    def _fail(self, code: str, message: str, *, tell_peer: bool = True) -> None:
+        if self.session is None or self.session.closed:
+            self._ended.set()
+            return
+        effects = self.session.fail(code, message)
+        if not tell_peer:
+            effects = [rp.Close(code, message, tell_peer=False)]
+        self._dispatch(effects)
+
+    def _progress(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+    # --- ingest outcomes ---------------------------------------------------------------------
+
+    def _committed(self, msgs: Sequence[Message]) -> None:
+        seqs: dict[FeedId, int] = {}
+        for m in msgs:
+            seqs[m.author] = max(seqs.get(m.author, 0), m.seq)
+        self.result.added += len(msgs)
+        if self.session is not None:
+            self._dispatch(self.session.ingested(seqs))
+
+    def _check_report(self) -> None:
+        assert self._ingestor is not None
+        report = self._ingestor.report
+        codes = report.codes()
+        for code, n in codes.items():
+            if n > self._seen_codes.get(code, 0) and code not in BENIGN:
+                self._seen_codes = dict(codes)
+                self.result.rejected = dict(codes)
+                self._fail(code, f"the peer sent an invalid message ({code})")
+                return
+        self._seen_codes = dict(codes)
+        self.result.rejected = dict(codes)
+        if len(report.forks) > self._seen_forks:
+            new = report.forks[self._seen_forks :]
+            self._seen_forks = len(report.forks)
+            self.result.forks += len(new)
+            for proof in new:
+                self.rep.fork_found(proof.author)
+
+    async def _record_fork(self, raw: bytes) -> None:
+        try:
+            proof = decode_fork_proof(raw)
+        except InvalidMessage as exc:
+            self._fail("bad-fork-proof", f"the peer sent an invalid fork proof ({exc.code})")
+            return
+        assert self.session is not None
+        if proof.author not in self.session.mine:
+            return  # not a feed we replicate: not our business
+        if await self.node.store.record_fork(proof):
+            self.result.forks += 1
+            self.node._heads.pop(proof.author, None)
+            self.rep.fork_found(proof.author)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        cfg = self.rep.config
+        pending: list[bytes] = []
+        while True:
+            try:
+                item = self._out.get_nowait()
+            except asyncio.QueueEmpty:
+                if pending:
+                    await self.channel.send_frames(pending)
+                    pending = []
+                    continue
+                live = self.session is not None and self.session.both_live
+                try:
+                    item = await asyncio.wait_for(self._out.get(),
+                                                  cfg.ping_interval if live else None)
+                except TimeoutError:
+                    await self.channel.send_frames([encode_frame(Ping())])
+                    continue
+            try:
+                if isinstance(item, rp.Send):
+                    pending.append(encode_frame(item.frame))
+                    if sum(map(len, pending)) >= 64 * 1024:
+                        await self.channel.send_frames(pending)
+                        pending = []
+                    continue
+                if pending:
+                    await self.channel.send_frames(pending)
+                    pending = []
+                if isinstance(item, _Finish):
+                    await self._goodbye()
+                    return
+                if isinstance(item, rp.SendRange):
+                    await self._send_range(item)
+                elif isinstance(item, rp.SendForks):
+                    proofs = await self.node.store.fork_proofs(item.feed)
+                    if proofs:
+                        await self.channel.send(*[Fork(p) for p in proofs])
+                elif isinstance(item, rp.SaveBaseline):
+                    await self._save(item)
+                elif isinstance(item, rp.Close):
+                    if item.tell_peer:
+                        with contextlib.suppress(FeedlogError):
+                            await self.channel.send(Error(item.code, item.message[:500]))
+                    await self._goodbye()
+                    return
+            except ProtocolError as exc:  # the connection is gone
+                if self.result.error is None:
+                    self.result.error, self.result.message = exc.code, exc.message
+                self._ended.set()
+                return
+
+    async def _goodbye(self) -> None:
+        with contextlib.suppress(Exception):
+            ch = self.channel
+            if not ch._enc.closed and not ch.writer.is_closing():
+                data = ch._enc.goodbye()
+                ch.counters.bytes_out += len(data)
+                ch.writer.write(data)
+                await asyncio.wait_for(ch.writer.drain(), 5)
+
+    async def _send_range(self, r: rp.SendRange) -> None:
+        step = self.rep.config.range_batch
+        for first in range(r.first, r.last + 1, step):
+            last = min(r.last, first + step - 1)
+            raws = await self.node.store.range(r.feed, first, last)
+            if not raws:
+                return
+            await self.channel.send_frames(msgs_frames(raws))
+            self.result.sent += len(raws)
+            self._progress()
+            if len(raws) < last - first + 1:
+                return
+
+    async def _save(self, item: rp.SaveBaseline) -> None:
+        old = self._saved.get(item.direction, {})
+        upserts = {f: (e.note, e.forked) for f, e in item.table.items() if old.get(f) != e}
+        removes = [f for f in old if f not in item.table]
+        await self.node.store.update_peer_notes(self.peer, item.direction, upserts, removes)
+        self._saved[item.direction] = dict(item.table)
+
+    # --- from the replicator -----------------------------------------------------------------
+
+    def local_advanced(self, seqs: dict[FeedId, int]) -> None:
+        if self.session is None or self.session.closed:
+            return
+        for f, q in seqs.items():
+            self._dispatch(self.session.local_advanced(f, q))
+
+    def local_changed(self, entries: dict[FeedId, Entry | None]) -> None:
+        if self.session is None or self.session.closed:
+            return
+        self._dispatch(self.session.local_changed(entries))
+
+
+class Replicator:
+    """A node's replication: its server, its outgoing syncs, and live push between them."""
+
+    def __init__(self, node: Node, config: NetConfig | None = None) -> None:
+        self.node = node
+        self.config = config or NetConfig()
+        self.links: set[Link] = set()
+        self.blocked: frozenset[FeedId] = frozenset()
+        self.finished: list[SyncResult] = []
+        self.on_link_end: Callable[[Link], None] | None = None
+        self._recompute: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        node.listeners.append(self._on_stored)
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.node.listeners.remove(self._on_stored)
+
+    async def entries(self) -> tuple[rp.Table, dict[FeedId, int]]:
+        """This node's notes: every feed it replicates, how far it holds it, forks."""
+        rep = await self.node.replication()
+        self.blocked = rep.blocked
+        feeds = {f.author: f for f in await self.node.store.feeds()}
+        mine: rp.Table = {}
+        for f in rep.wanted:
+            info = feeds.get(f)
+            seq = info.seq if info else 0
+            forked = info.forked_seq if info else None
+            mine[f] = Entry(f, make_note(seq, forked is None), forked)
+        seqs = {f: info.seq for f, info in feeds.items()}
+        return mine, seqs
+
+    def _on_stored(self, msgs: Sequence[Message]) -> None:
+        seqs: dict[FeedId, int] = {}
+        contacts = False
+        for m in msgs:
+            seqs[m.author] = max(seqs.get(m.author, 0), m.seq)
+            if not contacts and m.value is not None and m.value.get("type") in CONTACT_TYPES:
+                contacts = True
+        for link in list(self.links):
+            link.local_advanced(seqs)
+        if contacts:
+            self._schedule_recompute()
+
+    def fork_found(self, feed: FeedId) -> None:
+        del feed
+        self._schedule_recompute()
+
+    def _schedule_recompute(self) -> None:
+        if self._recompute is None or self._recompute.done():
+            self._recompute = asyncio.get_running_loop().create_task(self._push_entries())
+
+    async def _push_entries(self) -> None:
+        await asyncio.sleep(0)
+        mine, _ = await self.entries()
+        for link in list(self.links):
+            s = link.session
+            if s is None:
+                continue
+            changes: dict[FeedId, Entry | None] = {
+                f: e for f, e in mine.items() if s.mine.get(f) != e}
+            changes.update({f: None for f in s.mine if f not in mine})
+            # a note's seq changes with every message: only want/fork/membership changes count
+            changes = {f: e for f, e in changes.items()
+                       if e is None or f not in s.mine or s.mine[f].wants != e.wants
+                       or s.mine[f].forked != e.forked}
+            if changes:
+                link.local_changed(changes)
+
+    def note_ended(self, link: Link) -> None:
+        self.finished.append(link.result)
+        if self.on_link_end is not None:
+            self.on_link_end(link)
+
+    # --- connections -------------------------------------------------------------------------
+
+    def authorize(self, public: bytes) -> bool:
+        return FeedId(public) not in self.blocked and public != self.node.id
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
+                    live: bool = True,
+                    on_progress: Callable[[Link], None] | None = None) -> asyncio.Server:
+        await self.entries()  # learn the block list before the first handshake
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if len(self.links) >= self.config.max_peers:
+                await close_writer(writer)
+                return
+            try:
+                channel = await server_channel(
+                    reader, writer, network_key=self.config.network_key, keys=self.node.keys,
+                    timeout=self.config.handshake_timeout, authorize=self.authorize,
+                    max_frame=self.config.max_frame)
+            except FeedlogError as exc:
+                self.finished.append(SyncResult("?", _peername(writer), error=exc.code,
+                                                message=exc.message))
+                return
+            await Link(self, channel, live, on_progress).run()
+
+        def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
+                handle(reader, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return await asyncio.start_server(spawn, host, port, limit=1 << 20)
+
+    async def connect(self, address: Address, *, live: bool = False,
+                      on_progress: Callable[[Link], None] | None = None,
+                      on_link: Callable[[Link], None] | None = None) -> SyncResult:
+        """Connect to a server, replicate until both sides are caught up (or, when ``live``,
+        until the connection ends), and return what happened."""
+        if address.feed == self.node.id:
+            raise LocalError("that address is this node itself", code="self-sync")
+        await self.entries()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(address.host, address.port, limit=1 << 20),
+                self.config.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise LocalError(f"cannot connect to {address.host}:{address.port}: {exc}",
+                             code="connect-failed") from None
+        channel = await client_channel(
+            reader, writer, network_key=self.config.network_key, keys=self.node.keys,
+            server=address.feed, timeout=self.config.handshake_timeout,
+            max_frame=self.config.max_frame)
+        link = Link(self, channel, live, on_progress)
+        if on_link is not None:
+            on_link(link)
+        return await link.run()
+
+
+def _peername(writer: asyncio.StreamWriter) -> str:
+    info = writer.get_extra_info("peername")
+    return f"{info[0]}:{info[1]}" if isinstance(info, tuple) else "?"

@@ -1,0 +1,112 @@
+"""Replication between real nodes over real TCP sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from feedlog.core.ids import FeedId
+from feedlog.net.replicator import NetConfig, Replicator
+from feedlog.net.transport import Address
+from feedlog.node import Node
+
+
+async def seq_of(node: Node, feed: FeedId) -> int:
+    info = await node.feed_info(feed)
+    return info.seq if info else 0
+
+
+async def wait_seq(node: Node, feed: FeedId, seq: int, limit: float = 10.0) -> float:
+    """Seconds until ``node`` holds ``feed`` up to ``seq`` (fails after ``limit``)."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while await seq_of(node, feed) < seq:
+        assert loop.time() - t0 < limit, f"feed stuck at {await seq_of(node, feed)} < {seq}"
+        await asyncio.sleep(0.005)
+    return loop.time() - t0
+
+
+class Served:
+    def __init__(self, rep: Replicator, server: asyncio.Server) -> None:
+        self.rep, self.server = rep, server
+        port = server.sockets[0].getsockname()[1]
+        self.address = Address("127.0.0.1", port, rep.node.id)
+
+
+async def serve(node: Node, config: NetConfig | None = None) -> Served:
+    rep = Replicator(node, config)
+    return Served(rep, await rep.serve("127.0.0.1", 0))
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+    a, b = await Node.init(tmp_path / "a"), await Node.init(tmp_path / "b")
+    await a.follow(b.id)
+    await b.follow(a.id)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def test_one_shot_sync_both_ways_then_nothing_to_do(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    await a.publish_many([f"a{i}" for i in range(300)])
+    await b.publish_many([f"b{i}" for i in range(20)])
+    srv = await serve(a)
+    rb = Replicator(b)
+    res = await rb.connect(srv.address)
+    assert res.error is None and res.caught_up, res
+    assert (res.incoming, res.outgoing, res.feeds_in, res.feeds_out) == (301, 21, 1, 1)
+    assert res.added == 301 and res.sent == 21
+    assert await seq_of(b, a.id) == 301
+    await wait_seq(a, b.id, 21)  # the server stored what we sent before it said synced
+    assert [m.id for m in await b.feed(a.id)] == [m.id for m in await a.feed()]
+    # nothing new: both sides skip every unchanged feed
+    res2 = await rb.connect(srv.address)
+    assert res2.caught_up and res2.incoming == 0 and res2.outgoing == 0 and res2.received == 0
+    srv.server.close()
+
+
+async def test_live_push_reaches_a_connected_peer(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    srv = await serve(a)
+    rb = Replicator(b)
+    task = asyncio.create_task(rb.connect(srv.address, live=True))
+    await asyncio.wait_for(_caught_up(rb), 10)
+    msg = await a.publish("live one")
+    await wait_seq(b, a.id, msg.seq, limit=5.0)
+    own = await b.publish("and back")
+    await wait_seq(a, b.id, own.seq, limit=5.0)
+    assert not task.done()
+    task.cancel()
+    srv.server.close()
+
+
+async def _caught_up(rep: Replicator) -> None:
+    while not rep.links or not all(link.caught_up.is_set() for link in rep.links):
+        await asyncio.sleep(0.01)
+
+
+async def test_relay_through_a_middle_node(tmp_path: Path) -> None:
+    """A <- B -> C live: what A publishes reaches C through B (follows at 2 hops)."""
+    a, b, c = [await Node.init(tmp_path / n) for n in "abc"]
+    await b.follow(a.id)
+    await c.follow(b.id)  # C replicates A at two hops, through B's follow
+    await b.follow(c.id)
+    await a.follow(b.id)
+    sa, sc = await serve(a), await serve(c)
+    rb = Replicator(b)
+    t1 = asyncio.create_task(rb.connect(sa.address, live=True))
+    t2 = asyncio.create_task(rb.connect(sc.address, live=True))
+    while len(rb.links) < 2:
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(_caught_up(rb), 10)
+    msgs = await a.publish_many([f"m{i}" for i in range(50)])
+    await wait_seq(c, a.id, msgs[-1].seq)
+    for t in (t1, t2):
+        t.cancel()
+    for n in (a, b, c):
+        await n.close()
