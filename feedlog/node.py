@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from feedlog import groups as _groups
+from feedlog.config import Limits, load_limits
 from feedlog.core import content as contents
 from feedlog.core.crypto import Keypair
 from feedlog.core.errors import InvalidMessage, LocalError, StoreError
@@ -52,10 +53,11 @@ class VerifyReport:
 
 class Node:
     def __init__(self, keys: Keypair, store: Store, home: Path | None = None,
-                 *, workers: int | None = None) -> None:
+                 *, workers: int | None = None, limits: Limits | None = None) -> None:
         self.keys = keys
         self.store = store
         self.home = home
+        self.limits = limits or Limits()
         self.workers = workers or min(4, os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="feedlog-verify")
         self._publish_lock = asyncio.Lock()
@@ -81,11 +83,12 @@ class Node:
         except OSError as exc:
             raise LocalError(f"cannot create {home}: {exc.strerror}",
                              code="home-unwritable") from None
+        limits = load_limits(home)
         if keys is None:
             keys = Keypair.from_seed(os.urandom(32))
         write_key(home / KEY_FILE, keys)
-        store = await SqliteStore.open(home / DB_FILE, create=True)
-        return cls(keys, store, home)
+        store = await cls._open_store(home, limits)
+        return cls(keys, store, home, limits=limits)
 
     @classmethod
     async def open(cls, home: Path) -> Node:
@@ -95,8 +98,20 @@ class Node:
             raise LocalError(f"no feedlog home at {home}: run `feedlog init` first",
                              code="no-home")
         keys = read_key(home / KEY_FILE)
+        limits = load_limits(home)
+        store = await cls._open_store(home, limits)
+        return cls(keys, store, home, limits=limits)
+
+    @staticmethod
+    async def _open_store(home: Path, limits: Limits) -> SqliteStore:
         store = await SqliteStore.open(home / DB_FILE, create=True)
-        return cls(keys, store, home)
+        if limits.max_store_bytes:
+            try:
+                await store.set_max_bytes(limits.max_store_bytes)
+            except BaseException:
+                await store.close()
+                raise
+        return store
 
     @classmethod
     def in_memory(cls, keys: Keypair | None = None) -> Node:

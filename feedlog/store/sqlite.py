@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -150,19 +151,57 @@ _DIRS = {"sent": 0, "recv": 1}
 
 def _store_error(exc: BaseException, path: Path) -> StoreError:
     text = str(exc)
+    name = str(getattr(exc, "sqlite_errorname", ""))
     if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
         return StoreError(f"{path} is not a feedlog database (corrupt or foreign)",
                           code="store-corrupt")
-    if "database or disk is full" in text:
-        return StoreError(f"disk full while writing {path}; nothing was changed",
-                          code="disk-full")
-    if "readonly" in text or "read-only" in text:
-        return StoreError(f"{path} is read-only", code="store-read-only")
+    # A full disk shows as SQLITE_FULL while writing, but as an I/O error (the lock file next
+    # to the store cannot grow) when the store is opened on a disk that is already full.
+    if name == "SQLITE_FULL" or "database or disk is full" in text or (
+            name.startswith("SQLITE_IOERR") and _free_bytes(path) < _NEARLY_FULL):
+        return StoreError(f"disk full while using {path}; nothing was changed (free some "
+                          "space and run the command again)", code="disk-full")
+    if "readonly" in text or "read-only" in text or (
+            name.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR")) and _read_only(path.parent)):
+        return StoreError(f"{path.parent} is read-only; feedlog needs to write there, even to "
+                          "read (SQLite keeps its lock files next to the store)",
+                          code="store-read-only")
     if "malformed" in text or "corrupt" in text:
         return StoreError(f"{path} is corrupt: {text}", code="store-corrupt")
     if "locked" in text or "busy" in text:
         return StoreError(f"{path} is locked by another process", code="store-busy")
     return StoreError(f"{path}: {text}", code="store-error")
+
+
+_NEARLY_FULL = 1 << 20
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path.parent)
+    except (OSError, AttributeError):
+        return _NEARLY_FULL
+    return st.f_bavail * st.f_frsize
+
+
+def _readable_as_immutable(path: Path) -> bool:
+    """On a read-only mount, with no WAL holding commits not yet merged into the store."""
+    try:
+        mounted_ro = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+        wal = Path(str(path) + "-wal")
+        return mounted_ro and path.exists() and (not wal.exists() or wal.stat().st_size == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _read_only(directory: Path) -> bool:
+    """The folder is on a read-only mount, or we may not write to it."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except (OSError, AttributeError):
+        pass
+    return not os.access(directory, os.W_OK)
 
 
 class SqliteStore:
@@ -189,8 +228,34 @@ class SqliteStore:
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise _store_error(exc, path) from None
+                error = _store_error(exc, path)
+                if error.code == "store-read-only" and _readable_as_immutable(path):
+                    return await cls._open_immutable(path)
+                raise error from None
             raise
+        return store
+
+    @classmethod
+    async def _open_immutable(cls, path: Path) -> SqliteStore:
+        """Open a store on a read-only mount for reading only.
+
+        SQLite cannot open a WAL database where it may not create its lock files, unless told
+        the file is immutable; that is safe only because nobody can write to a read-only mount
+        and no WAL with unmerged commits is left (``_readable_as_immutable``). Every write then
+        fails with ``store-read-only``.
+        """
+        uri = path.resolve().as_uri() + "?mode=ro&immutable=1"
+        try:
+            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            store = cls(conn, path)
+            app = await store._scalar("PRAGMA application_id")
+            version = await store._scalar("PRAGMA user_version")
+        except sqlite3.Error as exc:
+            raise _store_error(exc, path) from None
+        if app != APPLICATION_ID or version > SCHEMA_VERSION:
+            await conn.close()
+            raise StoreError(f"{path} is not a feedlog store this version can read",
+                             code="foreign-store")
         return store
 
     async def _setup(self) -> None:
@@ -269,6 +334,11 @@ class SqliteStore:
     async def set_max_pages(self, pages: int) -> None:
         """Cap the database size (tests of a full disk)."""
         await self._db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+    async def set_max_bytes(self, size: int) -> None:
+        """Cap the database at about ``size`` bytes (``Limits.max_store_bytes``)."""
+        page = int(await self._scalar("PRAGMA page_size"))
+        await self.set_max_pages(max(1, size // page))
 
     async def feed(self, author: FeedId) -> FeedInfo | None:
         rows = await self._rows(
