@@ -531,6 +531,10 @@ async def _import(node: Node, root: Path, all_feeds: bool, dry_run: bool, use_su
     await _take_forks(node, store, forks, wanted, report)
     if use_summary and problem is None:
         report.summary_mismatch = await _check_summary(store, summary, plan)
+        own = summary.feeds.get(node.id)
+        if (not dry_run and own is not None and own.last > 0
+                and node.id not in report.summary_mismatch):
+            await node.own_head_confirmed()  # we hold our feed's head: a restore may publish
     return report
 
 

@@ -23,7 +23,7 @@ from feedlog.core.crypto import Keypair
 from feedlog.core.errors import InvalidMessage, LocalError, StoreError
 from feedlog.core.fork import ForkProof, decode_fork_proof
 from feedlog.core.graph import Contact, Replication, replication_set
-from feedlog.core.ids import FeedId, MsgId, feed_id_text
+from feedlog.core.ids import FeedId, MsgId, feed_id_text, msg_id_text
 from feedlog.core.message import FeedState, Message, Unsigned, finish, prepare, sign_header
 from feedlog.core.validate import Link, check_signature, decode_message, link
 from feedlog.core.view import GroupView
@@ -33,6 +33,8 @@ from feedlog.store.base import FeedInfo, Store
 from feedlog.store.groups import GroupSummary
 from feedlog.store.memory import MemoryStore
 from feedlog.store.sqlite import SqliteStore
+
+FENCE_KEY = "fenced"  # store meta: set (to when) while the node is fenced
 
 
 def now_ms() -> int:
@@ -69,12 +71,18 @@ class Node:
         # committed heads shared by every ingest session, so concurrent sources agree
         self._heads: dict[FeedId, FeedInfo | None] = {}
         self.group_book = _groups.GroupBook(store)
+        self._unfenced = False  # known not fenced (cached: a node is never fenced again)
 
     # --- opening -------------------------------------------------------------------------
 
     @classmethod
-    async def init(cls, home: Path, *, keys: Keypair | None = None) -> Node:
-        """Create a new identity (or bring in ``keys``) and an empty store in ``home``."""
+    async def init(cls, home: Path, *, keys: Keypair | None = None,
+                   fenced: bool | None = None) -> Node:
+        """Create a new identity (or bring in ``keys``) and an empty store in ``home``.
+
+        A key brought in may already have a feed elsewhere, so the node starts *fenced*
+        (spec/forks.md): it refuses to publish until it has fetched its own feed's head from a
+        peer or a stick, or ``unfence`` is called. ``fenced`` overrides that default."""
         home = Path(home)
         if (home / KEY_FILE).exists():
             raise LocalError(f"{home} already has an identity", code="key-exists")
@@ -84,10 +92,19 @@ class Node:
             raise LocalError(f"cannot create {home}: {exc.strerror}",
                              code="home-unwritable") from None
         limits = load_limits(home)
+        if fenced is None:
+            fenced = keys is not None  # a key brought in may have a feed elsewhere
         if keys is None:
             keys = Keypair.from_seed(os.urandom(32))
-        write_key(home / KEY_FILE, keys)
         store = await cls._open_store(home, limits)
+        if fenced:
+            await store.set_meta(FENCE_KEY, str(now_ms()))
+        # the key is written last: a home without a key is not an identity yet
+        try:
+            write_key(home / KEY_FILE, keys)
+        except BaseException:
+            await store.close()
+            raise
         return cls(keys, store, home, limits=limits)
 
     @classmethod
@@ -155,6 +172,7 @@ class Node:
                            *, timestamp: int | None = None) -> list[Message]:
         """Sign several messages and store them in one atomic batch."""
         async with self._publish_lock:
+            await self._check_fence()
             state = await self._own_state()
             ts = now_ms() if timestamp is None else timestamp
             unsigned: list[Unsigned] = []
@@ -187,6 +205,40 @@ class Node:
             for i in range(0, len(unsigned), step)
         ])
         return [m for part in parts for m in part]
+
+    # --- the restore fence (spec/forks.md) -------------------------------------------------
+
+    async def fenced(self) -> bool:
+        """True while this node must not publish: its key was brought in and its own feed's
+        latest head has not been fetched from a peer or a stick yet."""
+        if self._unfenced:
+            return False
+        fenced = await self.store.get_meta(FENCE_KEY) is not None
+        self._unfenced = not fenced  # nothing fences a node again once it is clear
+        return fenced
+
+    async def _check_fence(self) -> None:
+        if await self.fenced():
+            raise LocalError(
+                "this key was restored and its feed's latest messages have not been fetched "
+                "yet; publishing now could fork your feed. Run `feedlog sync` with a peer or "
+                "`feedlog import` a stick that has your feed, or, if this key never published "
+                "anywhere else, `feedlog unfence --confirm`", code="fenced")
+
+    async def unfence(self) -> bool:
+        """Lift the fence (the user confirms no newer copy of the feed exists). True if the
+        node was fenced."""
+        was = await self.fenced()
+        if was:
+            await self.store.set_meta(FENCE_KEY, None)
+            self._own = None
+            self._unfenced = True
+        return was
+
+    async def own_head_confirmed(self) -> bool:
+        """Called by a sync or an import that fetched this node's own feed up to the head a
+        peer or stick holds: the fence lifts. True if the node was fenced."""
+        return await self.unfence()
 
     async def follow(self, feed: FeedId) -> Message:
         return await self._contact("follow", feed)
@@ -258,10 +310,28 @@ class Node:
             "following": len(await self.following()),
             "replicating": len(rep.wanted),
             "blocked": len(rep.blocked),
-            "forked": [
-                {"feed": feed_id_text(f.author), "seq": f.forked_seq}
-                for f in feeds if f.forked_seq is not None
-            ],
+            "fenced": await self.fenced(),
+            "forked": [await self.fork_info(f.author) for f in feeds if f.forked_seq is not None],
+        }
+
+    async def fork_info(self, author: FeedId) -> dict[str, Any] | None:
+        """How ``author``'s feed is forked, from the stored proof(s): None if it is not.
+        ``seq`` is where the chains differ, ``ids`` the two message ids of the first proof,
+        ``kind`` its kind, ``frozen_at`` the last seq kept, ``proofs`` how many are held."""
+        info = await self.store.feed(author)
+        if info is None or info.forked_seq is None:
+            return None
+        raws = await self.store.fork_proofs(author)
+        proofs = sorted((decode_fork_proof(r) for r in raws), key=lambda p: p.seq)
+        first = proofs[0] if proofs else None
+        return {
+            "feed": feed_id_text(author),
+            "seq": info.forked_seq,
+            "kind": first.kind if first else None,
+            "ids": [msg_id_text(first.first.id), msg_id_text(first.second.id)] if first else [],
+            "seqs": [first.first.seq, first.second.seq] if first else [],
+            "frozen_at": info.seq,
+            "proofs": len(proofs),
         }
 
     # --- groups (feedlog/groups.py, spec/view.md) ------------------------------------------
