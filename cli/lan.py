@@ -12,7 +12,7 @@ from feedlog import Node
 from feedlog.core.errors import FeedlogError, LocalError
 from feedlog.core.ids import FeedId, feed_id_text
 from feedlog.identity import KEY_FILE, read_key
-from feedlog.lan import DEFAULT_NETWORK_KEY, DEFAULT_PORT
+from feedlog.net.transport import DEFAULT_NETWORK_KEY, DEFAULT_PORT
 from feedlog.peers import list_peers
 
 

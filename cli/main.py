@@ -18,7 +18,8 @@ from feedlog import Node
 from feedlog.core.errors import FeedlogError, LocalError, RemoteError, StoreError
 from feedlog.core.ids import FeedId, feed_id_text, msg_id_text, parse_feed_id
 from feedlog.core.message import Message
-from feedlog.identity import default_home
+from feedlog.identity import default_home, read_key
+from feedlog.net.transport import DEFAULT_NETWORK_KEY, parse_network_key
 
 app = typer.Typer(
     name="feedlog",
@@ -34,6 +35,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tex
 
 class Ctx:
     home: Path = default_home()
+    network_key: bytes = DEFAULT_NETWORK_KEY
 
 
 def _home_callback(
@@ -42,9 +44,20 @@ def _home_callback(
         typer.Option("--home", envvar="FEEDLOG_HOME",
                      help="Node home folder (default: the user's data directory)."),
     ] = None,
+    network_key: Annotated[
+        str | None,
+        typer.Option("--network-key", envvar="FEEDLOG_NETWORK_KEY", metavar="HEX",
+                     help="32-byte key (64 hex) of a private network; peers with another key "
+                          "cannot connect. Default: feedlog's public network."),
+    ] = None,
 ) -> None:
     if home is not None:
         Ctx.home = home.expanduser()
+    if network_key is not None:
+        try:
+            Ctx.network_key = parse_network_key(network_key)
+        except FeedlogError as exc:
+            fail(exc)
 
 
 app.callback()(_home_callback)
@@ -137,12 +150,17 @@ def describe(m: Message, names: dict[FeedId, str]) -> str:
 
 @app.command()
 def init(
+    restore: Annotated[Path | None, typer.Option(
+        "--restore", metavar="KEYFILE",
+        help="Bring in an existing key (a `feedlog key export` file). The node starts fenced: "
+             "no publishing until your feed is fetched by sync or import.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a new identity and an empty store in the home folder."""
+    """Create a new identity (or restore one) and an empty store in the home folder."""
 
     async def go() -> Node:
-        return await Node.init(Ctx.home)
+        keys = None if restore is None else read_key(restore.expanduser())
+        return await Node.init(Ctx.home, keys=keys)
 
     try:
         node = asyncio.run(go())
@@ -151,9 +169,13 @@ def init(
         raise
     asyncio.run(node.close())
     if json_out:
-        out_json({"id": node.id_text, "home": str(Ctx.home)})
-    else:
+        out_json({"id": node.id_text, "home": str(Ctx.home), "fenced": restore is not None})
+    elif restore is None:
         typer.echo(f"created identity {node.id_text}\nhome: {Ctx.home}")
+    else:
+        typer.echo(f"restored identity {node.id_text}\nhome: {Ctx.home}\n"
+                   "fenced: publishing waits until `feedlog sync` or `feedlog import` has "
+                   "fetched your feed (or `feedlog unfence --confirm`)")
 
 
 @app.command()
@@ -178,9 +200,33 @@ def _published(m: Message, json_out: bool) -> None:
 
 
 @app.command()
-def publish(text: str, json_out: JsonOpt = False) -> None:
+def publish(
+    text: Annotated[str | None, typer.Argument(show_default=False)] = None,
+    stdin: Annotated[bool, typer.Option(
+        "--stdin", help="Publish one post per input line (blank lines skipped); print each id "
+        "as soon as that post is stored durably.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Publish a post to your feed."""
-    _published(run(lambda node: node.publish(text)), json_out)
+    if stdin and text is None:
+        run(lambda node: _publish_lines(node, json_out))
+        return
+    if stdin or text is None:
+        fail(LocalError("give the TEXT to publish, or --stdin", code="usage"))
+        return
+    post: str = text
+    _published(run(lambda node: node.publish(post)), json_out)
+
+
+async def _publish_lines(node: Node, json_out: bool) -> None:
+    for line in sys.stdin:
+        text = line.rstrip("\r\n")
+        if text:
+            m = await node.publish(text)  # one committed transaction per post
+            if json_out:
+                typer.echo(json.dumps({"id": msg_id_text(m.id), "seq": m.seq}))
+            else:
+                _published(m, False)
 
 
 def _contact_command(kind: str, doc: str) -> None:
@@ -244,8 +290,9 @@ def feed(
     """Show a feed (yours by default), oldest first."""
     author = feed_arg(feed_id) if feed_id else None
 
-    async def go(node: Node) -> tuple[list[Message], dict[FeedId, str]]:
+    async def go(node: Node) -> tuple[list[Message], dict[FeedId, str], dict[str, Any] | None]:
         msgs = await node.feed(author, limit=limit)
+        fork = await node.fork_info(author or node.id)
         names: dict[FeedId, str] = {}
         for f in {m.author for m in msgs} | {
             FeedId(m.value["feed"]) for m in msgs
@@ -254,17 +301,30 @@ def feed(
             n = await node.name_of(f)
             if n:
                 names[f] = n
-        return msgs, names
+        return msgs, names, fork
 
-    msgs, names = run(go)
+    msgs, names, fork = run(go)
     if json_out:
-        out_json([message_json(m) for m in msgs])
+        out_json([{**message_json(m), "fork": fork} for m in msgs])
         return
+    if fork is not None:
+        typer.echo(fork_text(fork))
     if not msgs:
         typer.echo("(no messages)")
     for m in msgs:
         who = names.get(m.author) or feed_id_text(m.author)[:14] + "…"
         typer.echo(f"#{m.seq:<5} {_when(m.timestamp)}  {who}: {describe(m, names)}")
+
+
+def fork_text(f: dict[str, Any], lead: str = "FORKED: ") -> str:
+    """A forked feed in plain words, from Node.fork_info."""
+    pad = " " * len(lead)
+    ids = f["ids"]
+    pair = (f"\n{pad}seq {f['seqs'][0]}: {ids[0]}\n{pad}seq {f['seqs'][1]}: {ids[1]}"
+            if ids else "")
+    return (f"{lead}{f['feed']} at seq {f['seq']}: its author signed two different "
+            f"messages ({f['kind']}){pair}\n{pad}frozen at seq {f['frozen_at']}: nothing "
+            f"later is accepted ({f['proofs']} proof(s) held)")
 
 
 @app.command()
@@ -280,9 +340,12 @@ def status(json_out: JsonOpt = False) -> None:
     typer.echo(f"feeds:       {st['feeds']} stored, {st['replicating']} replicated "
                f"({st['following']} followed, {st['blocked']} blocked)")
     typer.echo(f"messages:    {st['messages']}")
+    if st["fenced"]:
+        typer.echo("FENCED:      restored key: publishing waits until `feedlog sync` or "
+                   "`feedlog import` fetches your feed (or `feedlog unfence --confirm`)")
     if st["forked"]:
         for f in st["forked"]:
-            typer.echo(f"FORKED:      {f['feed']} at seq {f['seq']}")
+            typer.echo(fork_text(f, "FORKED:      "))
     else:
         typer.echo("forks:       none")
 
@@ -308,9 +371,14 @@ def verify(json_out: JsonOpt = False) -> None:
 # --- feature modules: each cli/<feature>.py defines register(app) ---------------------------
 # (one import and one call per feature, so features land without touching each other)
 def _register_features() -> None:
-    from cli import lan
+    from cli import bundle, forks, groups, lan, net, robust
 
+    net.register(app)
     lan.register(app)
+    bundle.register(app)
+    groups.register(app)
+    robust.register(app)
+    forks.register(app)
 
 
 _register_features()

@@ -150,7 +150,11 @@ async def bench(n: int, rounds: int) -> None:
 
 # Further sections: name -> "module:function", an ``async def f(args: argparse.Namespace)``
 # that prints its own figures (ratios to raw rates measured in the same run).
-SECTIONS: dict[str, str] = {}
+SECTIONS: dict[str, str] = {
+    "bundle": "feedlog.bench_bundle:run",
+    "groups": "feedlog.bench_groups:run",
+    "replication": "feedlog.bench_replication:run",
+}
 
 
 async def run_sections(args: argparse.Namespace) -> None:

@@ -1,12 +1,15 @@
 """`make demo`: the real `feedlog` command, run in throw-away homes, step by step.
 
 What it shows today: identities, publishing, names, following, reading feeds, status and verify,
-and what happens with bad input. Replication (serve/sync), sticks (export/import) and group
-conversations are not built yet; the demo says so instead of pretending.
+what happens with bad input, carrying feeds from one node to another through a stick folder
+(export/import), two nodes syncing over loopback (serve/sync), and a group conversation across
+three homes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shlex
 import subprocess
@@ -33,6 +36,87 @@ def step(home: Path, *args: str, expect_fail: bool = False) -> str:
     return p.stdout.strip()
 
 
+def carry(src: Path, dst: Path, only_own: bool = False) -> None:
+    """Bring home ``dst`` up to date with home ``src`` (with ``only_own``, only with src's own
+    feed) through an ingest session: what `feedlog sync` will do once it lands."""
+    from feedlog import Node
+
+    async def go() -> int:
+        a, b = await Node.open(src), await Node.open(dst)
+        try:
+            raws: list[bytes] = []
+            for info in await a.store.feeds():
+                if only_own and info.author != a.id:
+                    continue
+                have = await b.store.feed(info.author)
+                raws += await a.store.range(info.author, (have.seq if have else 0) + 1, info.seq)
+            return (await b.ingestor().ingest(raws)).added
+        finally:
+            await a.close()
+            await b.close()
+
+    what = f"{src.name}'s own feed" if only_own else src.name
+    print(f"\n(carrying {what} -> {dst.name}: {asyncio.run(go())} new messages)")
+
+
+def groups_demo(tmp: Path, alice: Path, bob: Path) -> None:
+    print("\nA group conversation across three homes: each post lives in its author's feed.")
+    carol = tmp / "carol"
+    step(carol, "init")
+    step(carol, "name", "Carol")
+    group = step(alice, "group", "new", "Weekend trip", "--member", step(bob, "whoami"),
+                 "--member", step(carol, "whoami"))
+    step(alice, "post", group, "Where shall we go?")
+    carry(alice, bob)
+    carry(alice, carol)
+    step(bob, "groups")
+    asked = step(bob, "post", group, "Mountains!", "--json")
+    step(carol, "post", group, "The seaside, surely.")
+    carry(bob, alice)
+    carry(carol, alice)
+    import json
+
+    step(alice, "reply", json.loads(asked)["id"], "Mountains it is, then.")
+    carry(alice, carol, only_own=True)
+    print("\nCarol has Alice's answer but not Bob's feed: her view says what is missing, "
+          "and from whom.")
+    step(carol, "show", group)
+    carry(bob, carol)
+    carry(alice, bob)
+    print("\nEvery home shows the same conversation in the same order:")
+    for home in (alice, bob, carol):
+        step(home, "show", group)
+
+
+def serve_sync_demo(alice: Path, bob: Path) -> None:
+    """Two nodes over loopback: Alice serves, Bob syncs (the handshake, vectors, both ways)."""
+    print("\nOver the network (here loopback): Alice serves, Bob syncs both ways.")
+    step(alice, "follow", step(bob, "whoami"))
+    step(bob, "publish", "Bob's news, travelling by TCP")
+    env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
+    shown = "feedlog --home alice serve --host 127.0.0.1 --port 0 --json"
+    print(f"\n$ {shown} &")
+    server = subprocess.Popen([*_feedlog(), "--home", str(alice), "serve", "--host",
+                               "127.0.0.1", "--port", "0", "--json"],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        print("  " + line.strip())
+        address = json.loads(line)["address"]
+        step(bob, "sync", address)
+        step(bob, "sync", address, "--json")
+        alice_id = step(alice, "whoami")
+        step(bob, "feed", alice_id, "--limit", "1")
+        step(alice, "feed", step(bob, "whoami"), "--limit", "1")
+    finally:
+        server.terminate()
+        server.wait(10)
+    print("\nTwo real machines on one LAN: run `feedlog serve --lan` on both (after each "
+          "follows the other); they find each other by mDNS and sync live, no address needed. "
+          "`feedlog peers` lists who was found; `feedlog doctor` explains why nobody is.")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="feedlog-demo-") as tmp:
         alice, bob = Path(tmp) / "alice", Path(tmp) / "bob"
@@ -56,8 +140,22 @@ def main() -> None:
         step(alice, "publish", "with a readable key", expect_fail=True)
         (alice / "secret.json").chmod(0o600)
         step(alice, "verify")
-        print("\nNot built yet (open issues): serve/sync between two nodes, LAN discovery, "
-              "export/import through a USB stick, group conversations in the CLI.")
+        print("\nA USB stick (here a folder): Alice exports, Bob follows her and imports.")
+        stick = Path(tmp) / "stick"
+        stick.mkdir()
+        alice_id = step(alice, "whoami")
+        step(alice, "export", str(stick))
+        step(bob, "follow", alice_id)
+        step(bob, "import", str(stick), "--dry-run")
+        step(bob, "import", str(stick))
+        step(bob, "feed", alice_id, "--limit", "2")
+        step(bob, "bundle", "verify", str(stick))
+        serve_sync_demo(alice, bob)
+        groups_demo(Path(tmp), alice, bob)
+    print("\nTwo real machines on one Wi-Fi: run `feedlog init` and `feedlog follow OTHER_ID` on"
+          "\neach, then `feedlog serve --lan` on both. They find each other (mDNS, no address"
+          "\ntyped), sync, and stay in sync live; `feedlog peers` shows them, `feedlog doctor`"
+          "\nexplains why nobody is found (another --network-key, blocked multicast, ...).")
 
 
 if __name__ == "__main__":

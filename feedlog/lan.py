@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -48,13 +47,12 @@ from feedlog.core.discovery import (
 )
 from feedlog.core.errors import FeedlogError, LocalError
 from feedlog.core.ids import FeedId, feed_id_text, parse_feed_id
+from feedlog.net.transport import DEFAULT_NETWORK_KEY, DEFAULT_PORT
 
 log = logging.getLogger("feedlog.lan")
 
 # Until serve defines its own, the network everyone is on by default. Any 32 bytes work; peers
 # must share them to see each other (and to complete a handshake).
-DEFAULT_NETWORK_KEY = hashlib.sha256(b"feedlog default network key v1").digest()
-DEFAULT_PORT = 8008
 DEFAULT_TTL = 60  # seconds, for every record we announce
 DEFAULT_REANNOUNCE = 30.0  # seconds between unsolicited re-announcements
 RESOLVE_TIMEOUT_MS = 3000

@@ -16,19 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from feedlog import groups as _groups
+from feedlog.config import Limits, load_limits
 from feedlog.core import content as contents
 from feedlog.core.crypto import Keypair
 from feedlog.core.errors import InvalidMessage, LocalError, StoreError
-from feedlog.core.fork import decode_fork_proof
+from feedlog.core.fork import ForkProof, decode_fork_proof
 from feedlog.core.graph import Contact, Replication, replication_set
-from feedlog.core.ids import FeedId, feed_id_text
+from feedlog.core.ids import FeedId, MsgId, feed_id_text, msg_id_text
 from feedlog.core.message import FeedState, Message, Unsigned, finish, prepare, sign_header
 from feedlog.core.validate import Link, check_signature, decode_message, link
+from feedlog.core.view import GroupView
 from feedlog.identity import DB_FILE, KEY_FILE, read_key, write_key
 from feedlog.ingest import Ingestor
 from feedlog.store.base import FeedInfo, Store
+from feedlog.store.groups import GroupSummary
 from feedlog.store.memory import MemoryStore
 from feedlog.store.sqlite import SqliteStore
+
+FENCE_KEY = "fenced"  # store meta: set (to when) while the node is fenced
 
 
 def now_ms() -> int:
@@ -51,10 +57,11 @@ class Node:
     SIGN_CHUNK = 128  # messages per signing job of publish_many
 
     def __init__(self, keys: Keypair, store: Store, home: Path | None = None,
-                 *, workers: int | None = None) -> None:
+                 *, workers: int | None = None, limits: Limits | None = None) -> None:
         self.keys = keys
         self.store = store
         self.home = home
+        self.limits = limits or Limits()
         self.workers = workers or min(4, os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="feedlog-verify")
         self._publish_lock = asyncio.Lock()
@@ -65,12 +72,19 @@ class Node:
         self.listeners: list[Callable[[Sequence[Message]], None]] = []
         # committed heads shared by every ingest session, so concurrent sources agree
         self._heads: dict[FeedId, FeedInfo | None] = {}
+        self.group_book = _groups.GroupBook(store)
+        self._unfenced = False  # known not fenced (cached: a node is never fenced again)
 
     # --- opening -------------------------------------------------------------------------
 
     @classmethod
-    async def init(cls, home: Path, *, keys: Keypair | None = None) -> Node:
-        """Create a new identity (or bring in ``keys``) and an empty store in ``home``."""
+    async def init(cls, home: Path, *, keys: Keypair | None = None,
+                   fenced: bool | None = None) -> Node:
+        """Create a new identity (or bring in ``keys``) and an empty store in ``home``.
+
+        A key brought in may already have a feed elsewhere, so the node starts *fenced*
+        (spec/forks.md): it refuses to publish until it has fetched its own feed's head from a
+        peer or a stick, or ``unfence`` is called. ``fenced`` overrides that default."""
         home = Path(home)
         if (home / KEY_FILE).exists():
             raise LocalError(f"{home} already has an identity", code="key-exists")
@@ -79,11 +93,21 @@ class Node:
         except OSError as exc:
             raise LocalError(f"cannot create {home}: {exc.strerror}",
                              code="home-unwritable") from None
+        limits = load_limits(home)
+        if fenced is None:
+            fenced = keys is not None  # a key brought in may have a feed elsewhere
         if keys is None:
             keys = Keypair.from_seed(os.urandom(32))
-        write_key(home / KEY_FILE, keys)
-        store = await SqliteStore.open(home / DB_FILE, create=True)
-        return cls(keys, store, home)
+        store = await cls._open_store(home, limits)
+        if fenced:
+            await store.set_meta(FENCE_KEY, str(now_ms()))
+        # the key is written last: a home without a key is not an identity yet
+        try:
+            write_key(home / KEY_FILE, keys)
+        except BaseException:
+            await store.close()
+            raise
+        return cls(keys, store, home, limits=limits)
 
     @classmethod
     async def open(cls, home: Path) -> Node:
@@ -93,8 +117,20 @@ class Node:
             raise LocalError(f"no feedlog home at {home}: run `feedlog init` first",
                              code="no-home")
         keys = read_key(home / KEY_FILE)
+        limits = load_limits(home)
+        store = await cls._open_store(home, limits)
+        return cls(keys, store, home, limits=limits)
+
+    @staticmethod
+    async def _open_store(home: Path, limits: Limits) -> SqliteStore:
         store = await SqliteStore.open(home / DB_FILE, create=True)
-        return cls(keys, store, home)
+        if limits.max_store_bytes:
+            try:
+                await store.set_max_bytes(limits.max_store_bytes)
+            except BaseException:
+                await store.close()
+                raise
+        return store
 
     @classmethod
     def in_memory(cls, keys: Keypair | None = None) -> Node:
@@ -138,6 +174,7 @@ class Node:
                            *, timestamp: int | None = None) -> list[Message]:
         """Sign several messages and store them in one atomic batch."""
         async with self._publish_lock:
+            await self._check_fence()
             state = await self._own_state()
             ts = now_ms() if timestamp is None else timestamp
             # Chained here in order, signed on the pool a chunk at a time as soon as the chunk
@@ -189,6 +226,40 @@ class Node:
             for i in range(0, len(unsigned), step)
         ])
         return [m for part in parts for m in part]
+
+    # --- the restore fence (spec/forks.md) -------------------------------------------------
+
+    async def fenced(self) -> bool:
+        """True while this node must not publish: its key was brought in and its own feed's
+        latest head has not been fetched from a peer or a stick yet."""
+        if self._unfenced:
+            return False
+        fenced = await self.store.get_meta(FENCE_KEY) is not None
+        self._unfenced = not fenced  # nothing fences a node again once it is clear
+        return fenced
+
+    async def _check_fence(self) -> None:
+        if await self.fenced():
+            raise LocalError(
+                "this key was restored and its feed's latest messages have not been fetched "
+                "yet; publishing now could fork your feed. Run `feedlog sync` with a peer or "
+                "`feedlog import` a stick that has your feed, or, if this key never published "
+                "anywhere else, `feedlog unfence --confirm`", code="fenced")
+
+    async def unfence(self) -> bool:
+        """Lift the fence (the user confirms no newer copy of the feed exists). True if the
+        node was fenced."""
+        was = await self.fenced()
+        if was:
+            await self.store.set_meta(FENCE_KEY, None)
+            self._own = None
+            self._unfenced = True
+        return was
+
+    async def own_head_confirmed(self) -> bool:
+        """Called by a sync or an import that fetched this node's own feed up to the head a
+        peer or stick holds: the fence lifts. True if the node was fenced."""
+        return await self.unfence()
 
     async def follow(self, feed: FeedId) -> Message:
         return await self._contact("follow", feed)
@@ -260,22 +331,72 @@ class Node:
             "following": len(await self.following()),
             "replicating": len(rep.wanted),
             "blocked": len(rep.blocked),
-            "forked": [
-                {"feed": feed_id_text(f.author), "seq": f.forked_seq}
-                for f in feeds if f.forked_seq is not None
-            ],
+            "fenced": await self.fenced(),
+            "forked": [await self.fork_info(f.author) for f in feeds if f.forked_seq is not None],
         }
+
+    async def fork_info(self, author: FeedId) -> dict[str, Any] | None:
+        """How ``author``'s feed is forked, from the stored proof(s): None if it is not.
+        ``seq`` is where the chains differ, ``ids`` the two message ids of the first proof,
+        ``kind`` its kind, ``frozen_at`` the last seq kept, ``proofs`` how many are held."""
+        info = await self.store.feed(author)
+        if info is None or info.forked_seq is None:
+            return None
+        raws = await self.store.fork_proofs(author)
+        proofs = sorted((decode_fork_proof(r) for r in raws), key=lambda p: p.seq)
+        first = proofs[0] if proofs else None
+        return {
+            "feed": feed_id_text(author),
+            "seq": info.forked_seq,
+            "kind": first.kind if first else None,
+            "ids": [msg_id_text(first.first.id), msg_id_text(first.second.id)] if first else [],
+            "seqs": [first.first.seq, first.second.seq] if first else [],
+            "frozen_at": info.seq,
+            "proofs": len(proofs),
+        }
+
+    # --- groups (feedlog/groups.py, spec/view.md) ------------------------------------------
+
+    async def create_group(self, title: str, members: Iterable[FeedId] | None = None) -> Message:
+        """Publish a group root; its message id is the group id. ``members`` (optional) are
+        listed with this node first."""
+        return await _groups.create_group(self, title, members)
+
+    async def post_to_group(self, group_id: MsgId, text: str,
+                            *, timestamp: int | None = None) -> Message:
+        """Post in a group; its causal refs are the tips this node holds."""
+        return await _groups.post(self, group_id, text, timestamp=timestamp)
+
+    async def reply(self, msg_id: MsgId, text: str, *, timestamp: int | None = None) -> Message:
+        """Answer a group post (or a group root) in its group."""
+        return await _groups.reply(self, msg_id, text, timestamp=timestamp)
+
+    async def groups(self, *, everything: bool = False) -> list[GroupSummary]:
+        """Your groups (all known ones with ``everything``), most recently active first."""
+        return await _groups.groups(self, everything=everything)
+
+    async def group_view(self, group_id: MsgId) -> GroupView:
+        """The group's posts in display order with flags, tips and what is missing."""
+        return await self.group_book.view(group_id)
+
+    async def mark_group_read(self, group_id: MsgId) -> None:
+        await _groups.mark_read(self, group_id)
 
     # --- receiving -----------------------------------------------------------------------
 
     def ingestor(self, *, only_wanted: Iterable[FeedId] | None = None,
                  allowed: Callable[[FeedId], bool] | None = None,
-                 on_append: Callable[[Sequence[Message]], None] | None = None) -> Ingestor:
+                 on_append: Callable[[Sequence[Message]], None] | None = None,
+                 store: Store | None = None) -> Ingestor:
         """An ingest session (one per source). ``only_wanted`` (a set) or ``allowed`` (a
-        predicate) restricts accepted feeds; ``on_append`` sees each committed batch first."""
+        predicate) restricts accepted feeds; ``on_append`` sees each committed batch first.
+        ``store`` replaces this node's store (e.g. a dry-run overlay): then nothing is
+        announced to listeners and the shared head cache is not used."""
         if only_wanted is not None:
             wanted = frozenset(only_wanted)
             allowed = wanted.__contains__
+        if store is not None:
+            return Ingestor(store, executor=self._executor, allowed=allowed, on_append=on_append)
 
         def appended(msgs: Sequence[Message]) -> None:
             if on_append is not None:
@@ -284,6 +405,22 @@ class Node:
 
         return Ingestor(self.store, executor=self._executor, allowed=allowed,
                         on_append=appended, cache=self._heads)
+
+    def forget_heads(self, feeds: Iterable[FeedId]) -> None:
+        """Drop cached heads (and our own feed state) after another process wrote to the store."""
+        for f in feeds:
+            self._heads.pop(f, None)
+            if f == self.id:
+                self._own = None
+
+    async def record_fork(self, proof: ForkProof) -> bool:
+        """Keep a fork proof (already verified: ForkProof values come from make_fork_proof or
+        decode_fork_proof) and mark its feed forked; False if it was known."""
+        added = await self.store.record_fork(proof)
+        self._heads.pop(proof.author, None)
+        if proof.author == self.id:
+            self._own = None
+        return added
 
     def _on_append(self, msgs: Sequence[Message]) -> None:
         if any(m.author == self.id for m in msgs):

@@ -125,7 +125,7 @@ async def test_own_feed_restored_from_elsewhere_continues_chain(tmp_path: Path) 
     msgs = await a.publish_many(["1", "2"])
     keys = a.keys
     await a.close()
-    c = await Node.init(tmp_path / "c", keys=keys)
+    c = await Node.init(tmp_path / "c", keys=keys, fenced=False)
     await c.ingestor().ingest([m.raw for m in msgs])
     m3 = await c.publish("3")
     assert m3.seq == 3 and m3.previous == msgs[1].id

@@ -108,6 +108,7 @@ class Link:
         self._ended = asyncio.Event()
         self._started = time.monotonic()
         self.caught_up = asyncio.Event()
+        self._confirm: asyncio.Task[bool] | None = None  # lifting the restore fence
 
     @property
     def peer(self) -> FeedId:
@@ -150,6 +151,9 @@ class Link:
             r.bytes_in, r.bytes_out = counters.bytes_in, counters.bytes_out
             r.seconds = time.monotonic() - self._started
             r.caught_up = s.caught_up
+            if self._confirm is not None:
+                with contextlib.suppress(FeedlogError):
+                    await self._confirm
             self.rep.note_ended(self)
         return self.result
 
@@ -215,6 +219,7 @@ class Link:
                 self._progress()
             elif isinstance(e, rp.CaughtUp):
                 self.caught_up.set()
+                self._confirm_own()
                 self._progress()
                 assert self.session is not None
                 if not self.session.both_live:
@@ -227,6 +232,15 @@ class Link:
                 raise AssertionError("inline effects go through _handle")
             else:
                 self._out.put_nowait(e)
+
+    def _confirm_own(self) -> None:
+        """Caught up with a peer that holds our own feed: we hold its head now, so a restored
+        node may publish again (spec/forks.md)."""
+        s = self.session
+        own = s.theirs.get(self.node.id) if s is not None else None
+        if own is not None and own.seq > 0 and self._confirm is None:
+            self._confirm = asyncio.get_running_loop().create_task(
+                self.node.own_head_confirmed())
 
     def _fail(self, code: str, message: str, *, tell_peer: bool = True) -> None:
         if self.session is None or self.session.closed:
@@ -423,6 +437,17 @@ class Replicator:
             link.local_advanced(seqs)
         if contacts:
             self._schedule_recompute()
+
+    def store_changed(self, seqs: dict[FeedId, int]) -> None:
+        """Another process wrote to this node's store (``feedlog publish`` while ``serve``
+        runs): forget cached heads, push what live peers lack, and recompute what we replicate
+        (a follow may be among the new messages)."""
+        if not seqs:
+            return
+        self.node.forget_heads(seqs)
+        for link in list(self.links):
+            link.local_advanced(seqs)
+        self._schedule_recompute()
 
     def fork_found(self, feed: FeedId) -> None:
         del feed

@@ -9,7 +9,10 @@ Rules every implementation keeps (tests/store/test_contract.py checks both):
 - ``append`` refuses (``not-contiguous``) a batch that does not continue the stored head exactly,
   and (``feed-forked``) any message for a forked feed: validation happens before the store, but
   the store never lets a gap or a fork into a feed;
-- the store never re-encodes a message: ``range`` and ``get`` return the bytes appended.
+- the store never re-encodes a message: ``range`` and ``get`` return the bytes appended;
+- group roots and posts among appended messages are indexed in the same transaction
+  (store/groups.py); ``group_posts`` returns a group's posts in arrival order with their
+  arrival number, and ``reindex_groups`` rebuilds the index from the stored messages.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from feedlog.core.errors import StoreError
 from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import FeedState, Message
+from feedlog.core.view import GroupMessage, GroupRoot
+from feedlog.store.groups import DisplayRow, GroupSummary, PlacedRow
 
 NoteTable = dict[FeedId, tuple[int, "int | None"]]  # feed -> (note, forked seq)
 
@@ -104,6 +109,33 @@ class Store(Protocol):
     async def peer_state(self, feed: FeedId, state: str, when: int, *, synced: bool) -> None: ...
 
     async def peers(self) -> list[PeerRecord]: ...
+    # The group index (store/groups.py), kept by ``append`` in the same transaction.
+    async def group_root(self, group_id: bytes) -> GroupRoot | None: ...
+
+    async def group_posts(
+        self, group_id: bytes, after: int = 0
+    ) -> list[tuple[int, GroupMessage]]: ...
+
+    async def group_post(self, msg_id: bytes) -> GroupMessage | None: ...
+
+    async def group_summaries(self, me: FeedId) -> list[GroupSummary]: ...
+
+    async def set_group_read(self, group_id: bytes, rx: int) -> None: ...
+
+    async def reindex_groups(self) -> int: ...
+
+    # The stored display order (feedlog/group_order.py): only placed posts (pos not None).
+    async def group_order_state(self, group_id: bytes) -> bytes | None: ...
+
+    async def group_tail(self, group_id: bytes, limit: int) -> list[PlacedRow]: ...
+
+    async def group_placed(self, group_id: bytes, ids: Sequence[bytes]) -> set[bytes]: ...
+
+    async def save_group_order(self, group_id: bytes, state: bytes,
+                               places: Sequence[tuple[bytes, int, bytes | None]],
+                               *, expect: bytes | None, reset: bool = False) -> bool: ...
+
+    async def group_display(self, group_id: bytes) -> list[DisplayRow]: ...
 
 
 def check_contiguous(info: FeedInfo | None, msgs: Sequence[Message]) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import Message
+from feedlog.core.validate import decode_message
+from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.store.base import (
     ContactRow,
     FeedInfo,
@@ -14,6 +16,14 @@ from feedlog.store.base import (
     PeerRecord,
     derived_rows,
     plan_append,
+)
+from feedlog.store.groups import (
+    DisplayRow,
+    GroupSummary,
+    PlacedRow,
+    group_rows,
+    is_member,
+    pack_ref,
 )
 
 
@@ -28,6 +38,17 @@ class MemoryStore:
         self._meta: dict[str, str] = {}
         self._notes: dict[tuple[FeedId, str], NoteTable] = {}
         self._peers: dict[FeedId, PeerRecord] = {}
+        self._arrival: list[tuple[FeedId, int]] = []  # every message, in the order appended
+        self._rx_of: dict[MsgId, int] = {}  # 1 + its place in _arrival, as SQLite's rx
+        self._clear_groups()
+
+    def _clear_groups(self) -> None:
+        self._group_roots: dict[bytes, GroupRoot] = {}
+        self._group_posts: dict[bytes, list[tuple[int, GroupMessage]]] = {}
+        self._group_post_ids: dict[bytes, GroupMessage] = {}
+        self._group_reads: dict[bytes, int] = {}
+        self._group_places: dict[bytes, tuple[int, bytes | None]] = {}  # post id -> pos, flags
+        self._group_orders: dict[bytes, bytes] = {}
 
     async def close(self) -> None:
         return None
@@ -54,7 +75,10 @@ class MemoryStore:
         for m in msgs:
             self._raw.setdefault(m.author, []).append(m.raw)
             self._by_id[m.id] = (m.author, m.seq)
+            self._arrival.append((m.author, m.seq))
+            self._rx_of[m.id] = len(self._arrival)
         self._feeds.update(heads)
+        self._index_groups(msgs)
         contacts, names = derived_rows(msgs)
         for c in contacts:
             key = (c.author, c.target)
@@ -133,3 +157,95 @@ class MemoryStore:
 
     async def peers(self) -> list[PeerRecord]:
         return [self._peers[f] for f in sorted(self._peers)]
+    # --- group index (store/groups.py) --------------------------------------------------------
+
+    def _index_groups(self, msgs: Sequence[Message]) -> None:
+        roots, posts = group_rows(msgs)
+        for r in roots:
+            self._group_roots.setdefault(r.id, r)
+        for p in posts:
+            if p.id in self._group_post_ids:
+                continue
+            self._group_post_ids[p.id] = p
+            self._group_posts.setdefault(p.group.id, []).append((self._rx_of[MsgId(p.id)], p))
+
+    async def group_root(self, group_id: bytes) -> GroupRoot | None:
+        return self._group_roots.get(group_id)
+
+    async def group_posts(self, group_id: bytes, after: int = 0) -> list[tuple[int, GroupMessage]]:
+        return [(rx, p) for rx, p in self._group_posts.get(group_id, []) if rx > after]
+
+    async def group_post(self, msg_id: bytes) -> GroupMessage | None:
+        return self._group_post_ids.get(msg_id)
+
+    async def group_summaries(self, me: FeedId) -> list[GroupSummary]:
+        out = []
+        for gid in sorted(set(self._group_roots) | set(self._group_posts)):
+            root = self._group_roots.get(gid)
+            posts = self._group_posts.get(gid, [])
+            read = self._group_reads.get(gid, 0)
+            stamps = [p.timestamp for _, p in posts] + ([root.timestamp] if root else [])
+            out.append(GroupSummary(
+                gid, root, len(posts), max(stamps) if stamps else None,
+                max((rx for rx, _ in posts), default=0), read,
+                sum(1 for rx, p in posts if rx > read and p.author != me),
+                any(p.author == me for _, p in posts), is_member(me, root)))
+        return out
+
+    async def set_group_read(self, group_id: bytes, rx: int) -> None:
+        if rx > self._group_reads.get(group_id, 0):
+            self._group_reads[group_id] = rx
+
+    async def reindex_groups(self) -> int:
+        reads = self._group_reads
+        self._clear_groups()
+        self._group_reads = reads
+        msgs = [decode_message(self._raw[a][s - 1]) for a, s in self._arrival]
+        self._index_groups(msgs)
+        return len(self._group_roots) + len(self._group_post_ids)
+
+    def _placed(self, group_id: bytes) -> list[tuple[int, int, GroupMessage]]:
+        out = []
+        for rx, p in self._group_posts.get(group_id, []):
+            place = self._group_places.get(p.id)
+            if place is not None:
+                out.append((place[0], rx, p))
+        out.sort(key=lambda t: t[0])
+        return out
+
+    async def group_order_state(self, group_id: bytes) -> bytes | None:
+        return self._group_orders.get(group_id)
+
+    async def group_tail(self, group_id: bytes, limit: int) -> list[PlacedRow]:
+        placed = self._placed(group_id)[-limit:] if limit > 0 else []
+        return [PlacedRow(pos, p.id, p.timestamp) for pos, _, p in placed]
+
+    async def group_placed(self, group_id: bytes, ids: Sequence[bytes]) -> set[bytes]:
+        out = set()
+        for i in ids:
+            p = self._group_post_ids.get(i)
+            if p is not None and p.group.id == group_id and i in self._group_places:
+                out.add(i)
+        return out
+
+    async def save_group_order(self, group_id: bytes, state: bytes,
+                               places: Sequence[tuple[bytes, int, bytes | None]],
+                               *, expect: bytes | None, reset: bool = False) -> bool:
+        if self._group_orders.get(group_id) != expect:
+            return False
+        if reset:
+            for _, p in self._group_posts.get(group_id, []):
+                self._group_places.pop(p.id, None)
+        for i, pos, flags in places:
+            if i in self._group_post_ids:
+                self._group_places[i] = (pos, flags)
+        self._group_orders[group_id] = state
+        return True
+
+    async def group_display(self, group_id: bytes) -> list[DisplayRow]:
+        return [
+            DisplayRow(rx, p.id, p.author, p.seq, p.timestamp, p.text,
+                       None if p.reply is None else pack_ref(p.reply),
+                       self._group_places[p.id][1])
+            for _, rx, p in self._placed(group_id)
+        ]

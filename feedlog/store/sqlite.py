@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ from feedlog.core.errors import StoreError
 from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import Message
+from feedlog.core.validate import decode_message
+from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.store.base import (
     ContactRow,
     FeedInfo,
@@ -29,6 +32,20 @@ from feedlog.store.base import (
     PeerRecord,
     derived_rows,
     plan_append,
+)
+from feedlog.store.groups import (
+    GROUP_INDEX_VERSION,
+    DisplayRow,
+    GroupSummary,
+    PlacedRow,
+    group_rows,
+    is_member,
+    pack_members,
+    pack_ref,
+    pack_refs,
+    unpack_members,
+    unpack_ref,
+    unpack_refs,
 )
 
 APPLICATION_ID = 0x46444C47  # "FDLG"
@@ -96,25 +113,97 @@ _FEATURE_TABLES: list[str] = [
         last_synced INTEGER,
         state TEXT NOT NULL
     ) WITHOUT ROWID""",
+    # groups (store/groups.py): rx is the message's own rx, so arrival order and read markers
+    # survive a re-index; grp, refs and reply are packed msgrefs.
+    """CREATE TABLE IF NOT EXISTS group_roots (
+        id BLOB PRIMARY KEY,
+        author BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        timestamp INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        members BLOB
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS group_posts (
+        rx INTEGER PRIMARY KEY,
+        id BLOB NOT NULL UNIQUE,
+        group_id BLOB NOT NULL,
+        grp BLOB NOT NULL,
+        author BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        timestamp INTEGER NOT NULL,
+        refs BLOB NOT NULL,
+        reply BLOB,
+        text TEXT NOT NULL,
+        pos INTEGER,
+        flags BLOB
+    )""",
+    "CREATE INDEX IF NOT EXISTS group_posts_by_group ON group_posts (group_id, rx)",
+    "CREATE INDEX IF NOT EXISTS group_posts_by_pos ON group_posts (group_id, pos)",
+    """CREATE TABLE IF NOT EXISTS group_orders (
+        group_id BLOB PRIMARY KEY,
+        state BLOB NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS group_reads (
+        group_id BLOB PRIMARY KEY,
+        rx INTEGER NOT NULL
+    ) WITHOUT ROWID""",
 ]
 _DIRS = {"sent": 0, "recv": 1}
 
 
 def _store_error(exc: BaseException, path: Path) -> StoreError:
     text = str(exc)
+    name = str(getattr(exc, "sqlite_errorname", ""))
     if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
         return StoreError(f"{path} is not a feedlog database (corrupt or foreign)",
                           code="store-corrupt")
-    if "database or disk is full" in text:
-        return StoreError(f"disk full while writing {path}; nothing was changed",
-                          code="disk-full")
-    if "readonly" in text or "read-only" in text:
-        return StoreError(f"{path} is read-only", code="store-read-only")
+    # A full disk shows as SQLITE_FULL while writing, but as an I/O error (the lock file next
+    # to the store cannot grow) when the store is opened on a disk that is already full.
+    if name == "SQLITE_FULL" or "database or disk is full" in text or (
+            name.startswith("SQLITE_IOERR") and _free_bytes(path) < _NEARLY_FULL):
+        return StoreError(f"disk full while using {path}; nothing was changed (free some "
+                          "space and run the command again)", code="disk-full")
+    if "readonly" in text or "read-only" in text or (
+            name.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR")) and _read_only(path.parent)):
+        return StoreError(f"{path.parent} is read-only; feedlog needs to write there, even to "
+                          "read (SQLite keeps its lock files next to the store)",
+                          code="store-read-only")
     if "malformed" in text or "corrupt" in text:
         return StoreError(f"{path} is corrupt: {text}", code="store-corrupt")
     if "locked" in text or "busy" in text:
         return StoreError(f"{path} is locked by another process", code="store-busy")
     return StoreError(f"{path}: {text}", code="store-error")
+
+
+_NEARLY_FULL = 1 << 20
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path.parent)
+    except (OSError, AttributeError):
+        return _NEARLY_FULL
+    return st.f_bavail * st.f_frsize
+
+
+def _readable_as_immutable(path: Path) -> bool:
+    """On a read-only mount, with no WAL holding commits not yet merged into the store."""
+    try:
+        mounted_ro = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+        wal = Path(str(path) + "-wal")
+        return mounted_ro and path.exists() and (not wal.exists() or wal.stat().st_size == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _read_only(directory: Path) -> bool:
+    """The folder is on a read-only mount, or we may not write to it."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except (OSError, AttributeError):
+        pass
+    return not os.access(directory, os.W_OK)
 
 
 class SqliteStore:
@@ -141,8 +230,34 @@ class SqliteStore:
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise _store_error(exc, path) from None
+                error = _store_error(exc, path)
+                if error.code == "store-read-only" and _readable_as_immutable(path):
+                    return await cls._open_immutable(path)
+                raise error from None
             raise
+        return store
+
+    @classmethod
+    async def _open_immutable(cls, path: Path) -> SqliteStore:
+        """Open a store on a read-only mount for reading only.
+
+        SQLite cannot open a WAL database where it may not create its lock files, unless told
+        the file is immutable; that is safe only because nobody can write to a read-only mount
+        and no WAL with unmerged commits is left (``_readable_as_immutable``). Every write then
+        fails with ``store-read-only``.
+        """
+        uri = path.resolve().as_uri() + "?mode=ro&immutable=1"
+        try:
+            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            store = cls(conn, path)
+            app = await store._scalar("PRAGMA application_id")
+            version = await store._scalar("PRAGMA user_version")
+        except sqlite3.Error as exc:
+            raise _store_error(exc, path) from None
+        if app != APPLICATION_ID or version > SCHEMA_VERSION:
+            await conn.close()
+            raise StoreError(f"{path} is not a feedlog store this version can read",
+                             code="foreign-store")
         return store
 
     async def _setup(self) -> None:
@@ -178,6 +293,8 @@ class SqliteStore:
             for stmt in _FEATURE_TABLES:
                 await db.execute(stmt)
             await db.execute("COMMIT")
+        if await self._scalar("SELECT value FROM meta WHERE key = 'group-index'") is None:
+            await self.reindex_groups()  # a store made before groups were indexed
 
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         async with self._db.execute(sql, params) as cur:
@@ -223,6 +340,11 @@ class SqliteStore:
     async def set_max_pages(self, pages: int) -> None:
         """Cap the database size (tests of a full disk)."""
         await self._db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+    async def set_max_bytes(self, size: int) -> None:
+        """Cap the database at about ``size`` bytes (``Limits.max_store_bytes``)."""
+        page = int(await self._scalar("PRAGMA page_size"))
+        await self.set_max_pages(max(1, size // page))
 
     async def feed(self, author: FeedId) -> FeedInfo | None:
         rows = await self._rows(
@@ -297,6 +419,7 @@ class SqliteStore:
                     "INSERT INTO names (author, seq, name) VALUES (?, ?, ?) "
                     "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, "
                     "name = excluded.name WHERE excluded.seq > names.seq", names)
+            _index_groups_sync(conn, msgs)
             conn.execute("COMMIT")
         except BaseException:
             # SQLite rolls back by itself on some errors (a full disk among them).
@@ -388,6 +511,132 @@ class SqliteStore:
             "ORDER BY feed")
         return [PeerRecord(FeedId(bytes(f)), h, p, src, ls, sy, st)
                 for f, h, p, src, ls, sy, st in rows]
+    # --- group index (store/groups.py) --------------------------------------------------------
+
+    async def group_root(self, group_id: bytes) -> GroupRoot | None:
+        rows = await self._rows(
+            "SELECT author, seq, timestamp, title, members FROM group_roots WHERE id = ?",
+            (group_id,))
+        if not rows:
+            return None
+        a, s, ts, title, members = rows[0]
+        return GroupRoot(group_id, a, s, ts, title, unpack_members(members))
+
+    async def group_posts(self, group_id: bytes, after: int = 0) -> list[tuple[int, GroupMessage]]:
+        rows = await self._rows(
+            "SELECT rx, id, grp, author, seq, timestamp, refs, reply, text FROM group_posts "
+            "WHERE group_id = ? AND rx > ? ORDER BY rx", (group_id, after))
+        return [(rx, GroupMessage(i, a, s, ts, unpack_ref(g), unpack_refs(refs),
+                                  None if reply is None else unpack_ref(reply), text))
+                for rx, i, g, a, s, ts, refs, reply, text in rows]
+
+    async def group_post(self, msg_id: bytes) -> GroupMessage | None:
+        rows = await self._rows(
+            "SELECT grp, author, seq, timestamp, refs, reply, text FROM group_posts "
+            "WHERE id = ?", (msg_id,))
+        if not rows:
+            return None
+        g, a, s, ts, refs, reply, text = rows[0]
+        return GroupMessage(msg_id, a, s, ts, unpack_ref(g), unpack_refs(refs),
+                            None if reply is None else unpack_ref(reply), text)
+
+    async def group_summaries(self, me: FeedId) -> list[GroupSummary]:
+        roots = {
+            bytes(i): GroupRoot(i, a, s, ts, title, unpack_members(members))
+            for i, a, s, ts, title, members in await self._rows(
+                "SELECT id, author, seq, timestamp, title, members FROM group_roots")
+        }
+        reads = {bytes(g): rx for g, rx in await self._rows("SELECT group_id, rx FROM group_reads")}
+        stats = {
+            bytes(g): rest for g, *rest in await self._rows(
+                "SELECT p.group_id, count(*), max(p.timestamp), max(p.rx), "
+                "total(p.rx > coalesce(r.rx, 0) AND p.author != ?), max(p.author = ?) "
+                "FROM group_posts p LEFT JOIN group_reads r ON r.group_id = p.group_id "
+                "GROUP BY p.group_id", (me, me))
+        }
+        out = []
+        for gid in sorted(set(roots) | set(stats)):
+            root = roots.get(gid)
+            n, last_ts, last_rx, unread, posted = stats.get(gid, (0, None, 0, 0, 0))
+            stamps = [t for t in (last_ts, root.timestamp if root else None) if t is not None]
+            out.append(GroupSummary(gid, root, n, max(stamps) if stamps else None, last_rx,
+                                    reads.get(gid, 0), int(unread), bool(posted),
+                                    is_member(me, root)))
+        return out
+
+    async def set_group_read(self, group_id: bytes, rx: int) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO group_reads (group_id, rx) VALUES (?, ?) ON CONFLICT (group_id) "
+                "DO UPDATE SET rx = excluded.rx WHERE excluded.rx > group_reads.rx",
+                (group_id, rx))
+
+    async def group_order_state(self, group_id: bytes) -> bytes | None:
+        rows = await self._rows("SELECT state FROM group_orders WHERE group_id = ?", (group_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    async def group_tail(self, group_id: bytes, limit: int) -> list[PlacedRow]:
+        rows = await self._rows(
+            "SELECT pos, id, timestamp FROM group_posts WHERE group_id = ? AND pos IS NOT NULL "
+            "ORDER BY pos DESC LIMIT ?", (group_id, limit))
+        return [PlacedRow(p, bytes(i), t) for p, i, t in reversed(rows)]
+
+    async def group_placed(self, group_id: bytes, ids: Sequence[bytes]) -> set[bytes]:
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = await self._rows(
+            f"SELECT id FROM group_posts WHERE group_id = ? AND pos IS NOT NULL "
+            f"AND id IN ({marks})", (group_id, *ids))
+        return {bytes(r[0]) for r in rows}
+
+    async def save_group_order(self, group_id: bytes, state: bytes,
+                               places: Sequence[tuple[bytes, int, bytes | None]],
+                               *, expect: bytes | None, reset: bool = False) -> bool:
+        """Store a group's order if its state is still ``expect`` (None: no state yet);
+        False, writing nothing, when another writer got there first."""
+        async with self._transaction() as db:
+            async with db.execute("SELECT state FROM group_orders WHERE group_id = ?",
+                                  (group_id,)) as cur:
+                row = await cur.fetchone()
+            if (None if row is None else bytes(row[0])) != expect:
+                return False
+            if reset:
+                await db.execute("UPDATE group_posts SET pos = NULL, flags = NULL "
+                                 "WHERE group_id = ?", (group_id,))
+            await db.executemany("UPDATE group_posts SET pos = ?, flags = ? WHERE id = ?",
+                                 [(pos, flags, i) for i, pos, flags in places])
+            await db.execute(
+                "INSERT INTO group_orders (group_id, state) VALUES (?, ?) "
+                "ON CONFLICT (group_id) DO UPDATE SET state = excluded.state", (group_id, state))
+        return True
+
+    async def group_display(self, group_id: bytes) -> list[DisplayRow]:
+        rows = await self._rows(
+            "SELECT rx, id, author, seq, timestamp, text, reply, flags FROM group_posts "
+            "WHERE group_id = ? AND pos IS NOT NULL ORDER BY pos", (group_id,))
+        return [DisplayRow(*r) for r in rows]
+
+    async def reindex_groups(self) -> int:
+        """Rebuild the group index from the stored messages (read markers are kept)."""
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM group_roots")
+            await db.execute("DELETE FROM group_posts")
+            await db.execute("DELETE FROM group_orders")
+            async with db.execute(
+                "SELECT raw FROM messages WHERE type IN ('group', 'post') ORDER BY rx"
+            ) as cur:
+                while batch := await cur.fetchmany(1000):
+                    await self._in_thread(_index_groups_sync,
+                                          [decode_message(bytes(r[0])) for r in batch])
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES ('group-index', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (GROUP_INDEX_VERSION,))
+            async with db.execute(
+                "SELECT (SELECT count(*) FROM group_roots) + (SELECT count(*) FROM group_posts)"
+            ) as cur:
+                row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def integrity_check(self) -> list[str]:
         rows = await self._rows("PRAGMA integrity_check")
@@ -416,3 +665,22 @@ class SqliteStore:
                     "ON CONFLICT (peer, dir, feed) DO UPDATE SET note = excluded.note, "
                     "forked = excluded.forked",
                     [(peer, d, f, n, k) for f, (n, k) in upserts.items()])
+
+
+def _index_groups_sync(conn: sqlite3.Connection, msgs: Sequence[Message]) -> None:
+    """Group index rows of ``msgs`` (store/groups.py), inside the append's transaction."""
+    roots, posts = group_rows(msgs)
+    if roots:
+        conn.executemany(
+            "INSERT OR IGNORE INTO group_roots (id, author, seq, timestamp, title, members) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(r.id, r.author, r.seq, r.timestamp, r.title, pack_members(r.members))
+             for r in roots])
+    if posts:
+        conn.executemany(
+            "INSERT OR IGNORE INTO group_posts (rx, id, group_id, grp, author, seq, "
+            "timestamp, refs, reply, text) "
+            "VALUES ((SELECT rx FROM messages WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(p.id, p.id, p.group.id, pack_ref(p.group), p.author, p.seq, p.timestamp,
+              pack_refs(p.refs), None if p.reply is None else pack_ref(p.reply), p.text)
+             for p in posts])

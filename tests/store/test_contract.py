@@ -11,8 +11,10 @@ from feedlog.core import content
 from feedlog.core.crypto import Keypair
 from feedlog.core.errors import StoreError
 from feedlog.core.fork import make_fork_proof
+from feedlog.core.group_content import group_content, post_content
 from feedlog.core.ids import FeedId
 from feedlog.core.message import FeedState, Message, create
+from feedlog.core.view import MsgRef
 from feedlog.store import MemoryStore, PeerRecord, SqliteStore, Store
 from tests.conftest import keypair
 
@@ -226,4 +228,112 @@ async def test_sqlite_peer_book_persists_and_old_stores_gain_the_table(tmp_path:
     await s.close()
     s = await SqliteStore.open(p)
     assert [r.last_seen for r in await s.peers()] == [7]
+# --- the group index (store/groups.py) ------------------------------------------------------
+
+
+def _group_feed(keys: Keypair, bob: Keypair) -> tuple[list[Message], MsgRef]:
+    """A root, two posts (the second a reply), a plain post and a malformed group post."""
+    s = FeedState(FeedId(keys.public))
+    out: list[Message] = []
+
+    def add(c: dict[str, object]) -> Message:
+        nonlocal s
+        m = create(keys, s, c, 1000 + len(out))
+        out.append(m)
+        s = m.state
+        return m
+
+    root = add(group_content("tea", [keys.public, bob.public]))
+    gref = MsgRef(root.author, root.seq, root.id)
+    p1 = add(post_content(gref, [gref], "first"))
+    r1 = MsgRef(p1.author, p1.seq, p1.id)
+    add(post_content(gref, [r1], "second", reply=r1))
+    add(content.post("not in a group"))
+    add({"type": "post", "text": "bad refs", "group": [root.author, 1, root.id], "refs": 3})
+    return out, gref
+
+
+class TestGroupIndex:
+    async def test_roots_and_posts_are_indexed_on_append(self, store: Store, alice: Keypair,
+                                                         bob: Keypair) -> None:
+        msgs, gref = _group_feed(alice, bob)
+        await store.append(msgs[:2])
+        await store.append(msgs[2:])
+        root = await store.group_root(gref.id)
+        assert root is not None and root.title == "tea" and root.members == (alice.public,
+                                                                              bob.public)
+        posts = await store.group_posts(gref.id)
+        assert [p.text for _, p in posts] == ["first", "second"]  # plain/malformed left out
+        rxs = [rx for rx, _ in posts]
+        assert rxs == sorted(rxs) and len(set(rxs)) == 2
+        assert [p.text for _, p in await store.group_posts(gref.id, rxs[0])] == ["second"]
+        second = await store.group_post(msgs[2].id)
+        assert second is not None and second.reply is not None
+        assert second.reply.id == msgs[1].id and second.refs == (second.reply,)
+        assert await store.group_post(msgs[3].id) is None
+        assert await store.group_root(msgs[1].id) is None
+
+    async def test_summaries_unread_and_read_marker(self, store: Store, alice: Keypair,
+                                                    bob: Keypair) -> None:
+        msgs, gref = _group_feed(alice, bob)
+        await store.append(msgs)
+        [mine] = await store.group_summaries(FeedId(alice.public))
+        assert (mine.posts, mine.unread, mine.posted, mine.member) == (2, 0, True, True)
+        assert mine.last_timestamp == msgs[2].timestamp
+        [theirs] = await store.group_summaries(FeedId(bob.public))
+        assert (theirs.unread, theirs.posted, theirs.member, theirs.read_rx) == (2, False, True, 0)
+        first_rx = (await store.group_posts(gref.id))[0][0]
+        await store.set_group_read(gref.id, first_rx)
+        await store.set_group_read(gref.id, first_rx - 1)  # never moves back
+        [theirs] = await store.group_summaries(FeedId(bob.public))
+        assert (theirs.unread, theirs.read_rx) == (1, first_rx)
+
+    async def test_reindex_rebuilds_the_same_index(self, store: Store, alice: Keypair,
+                                                   bob: Keypair) -> None:
+        msgs, gref = _group_feed(alice, bob)
+        await store.append(msgs)
+        before = await store.group_posts(gref.id)
+        assert await store.reindex_groups() == 3
+        assert await store.group_posts(gref.id) == before
+        assert await store.group_root(gref.id) is not None
+
+    async def test_stored_order_and_its_guard(self, store: Store, alice: Keypair,
+                                              bob: Keypair) -> None:
+        msgs, gref = _group_feed(alice, bob)
+        await store.append(msgs)
+        ids = [msgs[1].id, msgs[2].id]
+        assert await store.group_display(gref.id) == []
+        assert await store.save_group_order(gref.id, b"s1", [(ids[1], 20, None)], expect=None)
+        assert not await store.save_group_order(gref.id, b"x", [(ids[0], 9, None)], expect=None)
+        assert await store.group_order_state(gref.id) == b"s1"
+        assert await store.group_placed(gref.id, ids) == {ids[1]}
+        assert await store.save_group_order(gref.id, b"s2", [(ids[0], 10, b"f")], expect=b"s1")
+        shown = await store.group_display(gref.id)
+        assert [r.id for r in shown] == ids and [r.flags for r in shown] == [b"f", None]
+        assert [r.pos for r in await store.group_tail(gref.id, 1)] == [20]
+        assert await store.save_group_order(gref.id, b"s3", [(ids[1], 5, None)], expect=b"s2",
+                                            reset=True)
+        assert [r.id for r in await store.group_display(gref.id)] == [ids[1]]
+        assert await store.group_placed(bob.public, ids) == set()  # another group
+
+
+async def test_sqlite_store_made_before_groups_is_indexed_on_open(tmp_path: Path,
+                                                                  alice: Keypair,
+                                                                  bob: Keypair) -> None:
+    import sqlite3
+
+    msgs, gref = _group_feed(alice, bob)
+    p = tmp_path / "db.sqlite3"
+    s = await SqliteStore.open(p)
+    await s.append(msgs)
+    await s.close()
+    c = sqlite3.connect(p)  # what a store written by an older feedlog looks like
+    for table in ("group_roots", "group_posts", "group_reads", "group_orders"):
+        c.execute(f"DROP TABLE {table}")
+    c.execute("DELETE FROM meta WHERE key = 'group-index'")
+    c.commit()
+    c.close()
+    s = await SqliteStore.open(p)
+    assert [p.text for _, p in await s.group_posts(gref.id)] == ["first", "second"]
+    assert await s.group_root(gref.id) is not None
     await s.close()

@@ -1,0 +1,269 @@
+"""`feedlog serve` and `feedlog sync` (spec/replication.md): replication over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from cli.main import Ctx, JsonOpt, fail, out_json
+from feedlog import Node
+from feedlog.core.errors import FeedlogError, LocalError
+from feedlog.lan import DEFAULT_REANNOUNCE, DEFAULT_TTL
+from feedlog.net.lan_sync import LanSync
+from feedlog.net.replicator import Link, NetConfig, Replicator, SyncResult
+from feedlog.net.transport import DEFAULT_PORT, Address
+from feedlog.peers import note_seen, note_state
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(sync)
+
+
+def _config() -> NetConfig:
+    return NetConfig(network_key=Ctx.network_key)
+
+
+def _local_ip() -> str:
+    """The address other machines most likely reach us at (no packet is sent)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("10.255.255.255", 1))
+        ip = str(s.getsockname()[0])
+        if not ip.startswith("0."):
+            return ip
+    return "127.0.0.1"
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:>8,.0f} msg/s")
+
+
+def _summary(r: SyncResult) -> str:
+    state = "caught up" if r.caught_up else f"ended early ({r.error})"
+    return (f"{state} with {r.peer[:14]}… at {r.remote}: received {r.added} new of "
+            f"{r.received} messages in {r.feeds_in} feeds ({r.bytes_in:,} bytes in), "
+            f"sent {r.sent} in {r.feeds_out} feeds ({r.bytes_out:,} bytes out), "
+            f"{r.seconds:.2f} s")
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535,
+                                      help="Port (0: any free port).")] = DEFAULT_PORT,
+    json_out: JsonOpt = False,
+    lan: Annotated[bool, typer.Option("--lan", help="Find peers of this network on the LAN "
+                                                    "(mDNS) and sync with them live, no address "
+                                                    "needed.")] = False,
+    lan_ttl: Annotated[int, typer.Option("--lan-ttl", min=1, hidden=True,
+                                         help="TTL of our mDNS records (s).")] = DEFAULT_TTL,
+    lan_reannounce: Annotated[float, typer.Option(
+        "--lan-reannounce", min=0.0, hidden=True,
+        help="Seconds between mDNS re-announcements.")] = DEFAULT_REANNOUNCE,
+    ping_interval: Annotated[float, typer.Option(
+        "--ping-interval", min=0.1, hidden=True,
+        help="Live sessions ping this often (s).")] = NetConfig.ping_interval,
+    idle_timeout: Annotated[float, typer.Option(
+        "--idle-timeout", min=0.2, hidden=True,
+        help="A live peer silent this long is dropped (s).")] = NetConfig.idle_timeout,
+) -> None:
+    """Accept peers and replicate with them live, until interrupted (Ctrl-C).
+
+    With --lan, also advertise on the LAN and connect to the peers of the same network key."""
+
+    def emit(event: dict[str, Any], text: str) -> None:
+        if json_out:
+            typer.echo(json.dumps(event))
+        else:
+            typer.echo(text)
+        sys.stdout.flush()
+
+    async def go() -> None:
+        if idle_timeout <= ping_interval:
+            raise LocalError("--idle-timeout must be longer than --ping-interval",
+                             code="bad-timeout")
+        node = await Node.open(Ctx.home)
+        cfg = _config()
+        cfg.ping_interval, cfg.idle_timeout = ping_interval, idle_timeout
+        rep = Replicator(node, cfg)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+
+        pending: set[asyncio.Task[None]] = set()
+
+        def ended(link: Link) -> None:
+            r = link.result
+            emit({"event": "peer-done", **r.as_json()}, _summary(r))
+            state = "synced" if r.caught_up else "disconnected"
+            task = loop.create_task(note_state(node.store, link.peer, state,
+                                               synced=r.caught_up))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        rep.on_link_end = ended
+        lan_sync: LanSync | None = None
+
+        def inbound_progress(link: Link) -> None:
+            if lan_sync is not None:
+                lan_sync.inbound_progress(link)
+
+        def ended_lan(link: Link) -> None:
+            if lan_sync is not None:
+                lan_sync.inbound_ended(link)
+            ended(link)
+
+        rep.on_link_end = ended_lan
+        try:
+            server = await rep.serve(host, port, on_progress=inbound_progress)
+        except OSError as exc:
+            await node.close()
+            raise LocalError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                             code="port-taken" if exc.errno == 98 else "listen-failed"
+                             ) from None
+        bound = server.sockets[0].getsockname()[1]
+        shown = _local_ip() if host in ("0.0.0.0", "") else host
+        addr = Address(shown, bound, node.id)
+        emit({"event": "serving", "address": str(addr), "id": node.id_text, "port": bound},
+             f"serving {node.id_text}\naddress: {addr}\n"
+             f"(on another machine: feedlog sync {addr})")
+        try:
+            if lan:
+                lan_sync = LanSync(rep, bound, on_event=lambda e: emit(e, _lan_text(e)),
+                                   ttl=lan_ttl, reannounce=lan_reannounce)
+                try:
+                    await lan_sync.start()
+                except FeedlogError:
+                    await lan_sync.stop()
+                    lan_sync = None
+                    raise
+                emit({"event": "lan", "instance": lan_sync.discovery.label, "port": bound},
+                     f"on the LAN as {lan_sync.discovery.label} (port {bound}); "
+                     "looking for peers of this network")
+            await stop.wait()
+        finally:
+            if lan_sync is not None:
+                await lan_sync.stop()
+            server.close()
+            for link in list(rep.links):
+                link._fail("shutting-down", "the server is shutting down")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5)
+            rep.close()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+            await node.close()
+
+    try:
+        asyncio.run(go())
+    except FeedlogError as exc:
+        fail(exc)
+
+
+def _lan_text(e: dict[str, Any]) -> str:
+    peer = str(e.get("peer", ""))[:14] + "…"
+    what = e["event"].removeprefix("peer-")
+    if what == "found":
+        how = "we dial" if e.get("dial") else "it dials us"
+        return f"found {peer} at {e['host']}:{e['port']} ({how})"
+    if what == "connected":
+        return f"connected to {peer}" + (" (it dialled us)" if e.get("inbound") else "")
+    if what == "synced":
+        return f"synced with {peer}: received {e['received']}, sent {e['sent']}; now live"
+    return f"{what}: {peer}"
+
+
+def sync(
+    address: Annotated[str, typer.Argument(metavar="ADDRESS",
+                                           help="feedlog://HOST:PORT/FEED_ID, as serve prints")],
+    live: Annotated[bool, typer.Option("--live", help="Stay connected and push/receive new "
+                                                      "messages until interrupted.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replicate with a server: pull and push until both sides are caught up (exit 0)."""
+    try:
+        addr = Address.parse(address)
+    except FeedlogError as exc:
+        fail(exc)
+        raise
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("msgs"), RateColumn(), TimeRemainingColumn(),
+        console=console, transient=False, disable=json_out or not console.is_terminal,
+    )
+    tasks: dict[str, TaskID] = {}
+    t0 = time.monotonic()
+
+    def on_progress(link: Link) -> None:
+        r = link.result
+        if link.session is None or link.session.plan is None:
+            return
+        if not tasks:
+            tasks["in"] = progress.add_task("receiving", total=max(r.incoming, 1))
+            tasks["out"] = progress.add_task("sending  ", total=max(r.outgoing, 1))
+            if not progress.disable:
+                progress.start()
+        progress.update(tasks["in"], completed=min(r.received, r.incoming) if r.incoming else 1)
+        progress.update(tasks["out"], completed=min(r.sent, r.outgoing) if r.outgoing else 1)
+
+    async def go() -> SyncResult:
+        node = await Node.open(Ctx.home)
+        rep = Replicator(node, _config())
+        try:
+            await note_seen(node.store, addr.feed, addr.host, addr.port, "manual")
+            await note_state(node.store, addr.feed, "connecting")
+            try:
+                result = await rep.connect(addr, live=live, on_progress=on_progress)
+            except FeedlogError:
+                await note_state(node.store, addr.feed, "unreachable")
+                raise
+            await note_state(node.store, addr.feed, "synced" if result.caught_up
+                             else "disconnected", synced=result.caught_up)
+            return result
+        finally:
+            rep.close()
+            await node.close()
+
+    try:
+        result = asyncio.run(go())
+    except FeedlogError as exc:
+        progress.stop()
+        fail(exc)
+        raise
+    progress.stop()
+    result.seconds = time.monotonic() - t0
+    if json_out:
+        out_json(result.as_json())
+    else:
+        typer.echo(_summary(result))
+        if result.rejected:
+            typer.echo("rejected: " + ", ".join(f"{c} x{n}" for c, n in
+                                                 sorted(result.rejected.items())))
+        if result.forks:
+            typer.echo(f"fork proofs learned: {result.forks} (see feedlog status)")
+    if not result.caught_up and not live:
+        typer.echo(f"error[{result.error}]: {result.message}", err=True)
+        raise typer.Exit(3)
