@@ -142,7 +142,7 @@ def _trials() -> list[tuple[Scenario, int, int]]:
 
 
 async def _make_template(home: Path, messages: int) -> None:
-    node = await Node.init(home, keys=Keypair.from_seed(os.urandom(32)))
+    node = await Node.init(home, keys=Keypair.from_seed(os.urandom(32)), fenced=False)
     await node.set_name("Template")
     if messages:
         await node.publish_many([f"old {i}" for i in range(messages)])
