@@ -25,7 +25,7 @@ from feedlog.core.errors import InvalidMessage
 from feedlog.core.fork import ForkProof, make_fork_proof
 from feedlog.core.ids import FeedId
 from feedlog.core.message import FeedState, Message
-from feedlog.core.validate import Link, check_signature, decode_message, link
+from feedlog.core.validate import Link, decode_message, link, signatures_valid
 from feedlog.store.base import FeedInfo, Store
 
 UNKNOWN = FeedId(b"")  # report key for bytes that did not even decode
@@ -76,14 +76,7 @@ class IngestReport:
 
 
 def _verify_chunk(msgs: Sequence[Message]) -> list[bool]:
-    ok = []
-    for m in msgs:
-        try:
-            check_signature(m)
-            ok.append(True)
-        except InvalidMessage:
-            ok.append(False)
-    return ok
+    return signatures_valid(msgs)
 
 
 @dataclass

@@ -24,7 +24,15 @@ from feedlog.core.errors import InvalidMessage, LocalError, StoreError
 from feedlog.core.fork import ForkProof, decode_fork_proof
 from feedlog.core.graph import Contact, Replication, replication_set
 from feedlog.core.ids import FeedId, MsgId, feed_id_text, msg_id_text
-from feedlog.core.message import FeedState, Message, Unsigned, finish, prepare, sign_header
+from feedlog.core.message import (
+    SIGN_TAG,
+    FeedState,
+    Message,
+    Unsigned,
+    finish,
+    prepare,
+    sign_header,
+)
 from feedlog.core.validate import Link, check_signature, decode_message, link
 from feedlog.core.view import GroupView
 from feedlog.identity import DB_FILE, KEY_FILE, read_key, write_key
@@ -478,7 +486,8 @@ class Node:
 
 
 def _sign_chunk(keys: Keypair, unsigned: Sequence[Unsigned]) -> list[Message]:
-    return [finish(u, sign_header(keys, u.header)) for u in unsigned]
+    sigs = keys.sign_many(SIGN_TAG, [u.header for u in unsigned])
+    return [finish(u, s) for u, s in zip(unsigned, sigs, strict=True)]
 
 
 def _check_sigs(msgs: Sequence[Message]) -> list[int]:

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Sequence
 
 from feedlog.core import encoding
 from feedlog.core.content import check_content
-from feedlog.core.crypto import KEY_SIZE, SIGNATURE_SIZE, verify
+from feedlog.core.crypto import KEY_SIZE, SIGNATURE_SIZE, verify, verify_many
 from feedlog.core.errors import InvalidMessage
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import (
@@ -283,6 +284,11 @@ def check_signature(msg: Message) -> None:
     """Step 8. Raises ``bad-signature``."""
     if not verify(msg.author, SIGN_TAG, msg.header, msg.signature):
         raise _bad("signature does not verify", "bad-signature")
+
+
+def signatures_valid(msgs: Sequence[Message]) -> list[bool]:
+    """Step 8 for many messages: whether each signature verifies (no exception per message)."""
+    return verify_many(SIGN_TAG, [(m.author, m.header, m.signature) for m in msgs])
 
 
 def validate(state: FeedState, raw: bytes) -> Message:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedlog.core import encoding
-from feedlog.core.crypto import sha256
+from feedlog.core.crypto import sha256, verify, verify_many
 from feedlog.core.errors import InvalidMessage
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import (
@@ -309,3 +309,28 @@ def test_encode_checked_refuses_what_check_subset_refuses() -> None:
         with pytest.raises(InvalidMessage) as info:
             encoding.encode_checked(bad)
         assert info.value.code == "bad-cbor-type"
+
+
+# --- batched signing and verification ---------------------------------------------------------
+
+def test_sign_many_and_verify_many_agree_with_one_at_a_time() -> None:
+    k, other = keypair("fastpath"), keypair("other")
+    tag = b"feedlog/test/v1\x00"
+    datas = [b"", b"x", bytes(range(256)) * 40, b"y" * 9000, b"z"]  # the buffer grows
+    sigs = k.sign_many(tag, datas)
+    assert sigs == [k.sign(tag, d) for d in datas]
+    items = [(k.public, d, s) for d, s in zip(datas, sigs, strict=True)]
+    flipped = bytearray(sigs[1])
+    flipped[5] ^= 1
+    items += [
+        (other.public, datas[0], sigs[0]),  # wrong key
+        (k.public, datas[1], bytes(flipped)),  # forged
+        (k.public, datas[2] + b"!", sigs[2]),  # other data
+        (k.public[:31], datas[0], sigs[0]),  # short key
+        (k.public, datas[0], sigs[0][:63]),  # short signature
+        (k.public, datas[0], sigs[0] + b"\x00"),  # long signature
+        (bytes(32), datas[0], sigs[0]),  # not a point
+    ]
+    expected = [verify(p, tag, d, s) for p, d, s in items]
+    assert expected == [True] * 5 + [False] * 7
+    assert verify_many(tag, items) == expected
