@@ -100,12 +100,22 @@ def decode_strict(data: bytes, *, what: str = "value") -> Value:
     (outside the subset), ``trailing-bytes`` or ``non-canonical``.
     """
     try:
-        value, end = _parse_item(data, 0, 0)
+        value, end = parse_canonical(data)
         if end == len(data):
             return value
-    except (_NotProven, IndexError, UnicodeDecodeError):
+    except NotProven:
         pass
     return decode_strict_reference(data, what=what)
+
+
+def parse_canonical(data: bytes) -> tuple[Value, int]:
+    """The fast path of ``decode_strict`` alone: (value, end) of the item at ``data[0]`` when it
+    is provably canonical, which ``decode_strict`` accepts only if ``end == len(data)``.
+    Raises NotProven for anything else (valid or not: the reference path decides)."""
+    try:
+        return _parse_item(data, 0, 0)
+    except (_NotProven, IndexError, UnicodeDecodeError):
+        raise NotProven from None
 
 
 def decode_strict_reference(data: bytes, *, what: str = "value") -> Value:
@@ -240,8 +250,11 @@ def _check_subset(value: Value, depth: int, what: str) -> None:
 FAST_MAX_DEPTH = 8  # deeper values take the reference path (which allows MAX_DEPTH)
 
 
-class _NotProven(Exception):
+class NotProven(Exception):
     """The fast parser cannot prove the input canonical: use the reference path."""
+
+
+_NotProven = NotProven
 
 
 def _parse_item(d: bytes, p: int, depth: int) -> tuple[Value, int]:

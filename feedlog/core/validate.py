@@ -28,11 +28,11 @@ never answers (tests/core/test_fastpath.py checks that on random and mutated inp
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Sequence
+from hashlib import sha256
 
 from feedlog.core import encoding
-from feedlog.core.content import check_content
+from feedlog.core.content import TYPE_PATTERN, check_content
 from feedlog.core.crypto import KEY_SIZE, SIGNATURE_SIZE, verify, verify_many
 from feedlog.core.errors import InvalidMessage
 from feedlog.core.ids import FeedId, MsgId
@@ -72,8 +72,6 @@ def decode_message(raw: bytes) -> Message:
 
 _HEADER_START = bytes([0x87, VERSION, 0x58, KEY_SIZE])  # array(7), 1, bstr(32) head
 _SIGNATURE_HEAD = bytes([0x58, SIGNATURE_SIZE])
-_ID_HASH = hashlib.sha256(ID_TAG)
-_CONTENT_HASH = hashlib.sha256(CONTENT_TAG)
 
 
 def _uint(d: bytes, p: int) -> tuple[int, int]:
@@ -144,7 +142,15 @@ def _parse_fast(raw: bytes) -> Message | None:
     if h[:4] != _HEADER_START:
         return None
     author = h[4:36]
-    seq, p = _uint(h, 36)
+    b = h[36]
+    if b < 24:
+        seq, p = b, 37
+    elif b == 0x1A:  # seq 65536 .. 2^32 - 1
+        seq, p = int.from_bytes(h[37:41]), 41
+        if seq < 0x10000:
+            return None
+    else:
+        seq, p = _uint(h, 36)
     if not 0 < seq <= MAX_SEQ:
         return None
     if h[p] == 0xF6:
@@ -175,16 +181,20 @@ def _parse_fast(raw: bytes) -> Message | None:
 
     value = None
     if content is not None:
-        if len(content) != size:
+        if len(content) != size or sha256(CONTENT_TAG + content).digest() != digest:
             return None
-        ch = _CONTENT_HASH.copy()
-        ch.update(content)
-        if ch.digest() != digest:
-            return None
-        value = check_content(content)  # its own fast path, and its own error codes
-    ih = _ID_HASH.copy()
-    ih.update(header)
-    return Message(raw, MsgId(ih.digest()), header, signature, FeedId(author), seq,
+        try:
+            value, stop = encoding.parse_canonical(content)
+        except encoding.NotProven:
+            stop = -1
+        if stop != len(content) or type(value) is not dict:
+            value = check_content(content)  # the reference path and its error codes
+        else:
+            t = value.get("type")
+            if type(t) is not str or not TYPE_PATTERN.match(t):
+                value = check_content(content)
+    return Message(raw, MsgId(sha256(ID_TAG + header).digest()), header, signature,
+                   FeedId(author), seq,
                    None if previous is None else MsgId(previous), timestamp, size, digest,
                    content, value)
 
