@@ -90,10 +90,10 @@ class Node:
         except OSError as exc:
             raise LocalError(f"cannot create {home}: {exc.strerror}",
                              code="home-unwritable") from None
-        if keys is None:
-            keys = Keypair.from_seed(os.urandom(32))
         if fenced is None:
             fenced = keys is not None
+        if keys is None:
+            keys = Keypair.from_seed(os.urandom(32))
         store = await SqliteStore.open(home / DB_FILE, create=True)
         if fenced:
             await store.set_meta(FENCE_KEY, str(now_ms()))
