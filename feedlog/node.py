@@ -33,7 +33,6 @@ from feedlog.store.groups import GroupSummary
 from feedlog.store.memory import MemoryStore
 from feedlog.store.sqlite import SqliteStore
 
-
 FENCE_KEY = "fenced"  # store meta: set (to when) while the node is fenced
 
 
