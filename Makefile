@@ -3,8 +3,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+FUZZ_STAMP := $(VENV)/.fuzz-installed
+FUZZ_SECONDS ?= 60
+SOAK_TRIALS ?= 2000
 
-.PHONY: demo test check lint typecheck bench vectors vectors-check clean
+.PHONY: demo test check lint typecheck bench vectors vectors-check clean fuzz soak
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,7 +22,7 @@ test: $(STAMP) vectors-check
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check feedlog cli tests spec
+	$(BIN)/ruff check feedlog cli tests spec fuzz
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -34,12 +37,27 @@ vectors: $(STAMP)
 	$(BIN)/python spec/make_view_vectors.py
 	$(BIN)/python spec/make_discovery_vectors.py
 	$(BIN)/python spec/make_bundle_vectors.py
+	$(BIN)/python spec/make_replication_vectors.py
 
 vectors-check: $(STAMP)
 	$(BIN)/python spec/make_vectors.py --check
 	$(BIN)/python spec/make_view_vectors.py --check
 	$(BIN)/python spec/make_discovery_vectors.py --check
 	$(BIN)/python spec/make_bundle_vectors.py --check
+	$(BIN)/python spec/make_replication_vectors.py --check
+
+$(FUZZ_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,fuzz]'
+	touch $(FUZZ_STAMP)
+
+# Every atheris harness for FUZZ_SECONDS each; corpus and findings are kept in .fuzz/.
+fuzz: $(FUZZ_STAMP)
+	$(BIN)/python -m fuzz --seconds $(FUZZ_SECONDS)
+
+# The crash tests with SOAK_TRIALS trials per scenario instead of the suite's bounded count.
+soak: $(STAMP)
+	FEEDLOG_CRASH_TRIALS=$(SOAK_TRIALS) $(BIN)/python -m pytest tests/e2e/test_crash.py \
+		--timeout=0 -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .fuzz

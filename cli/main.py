@@ -200,9 +200,33 @@ def _published(m: Message, json_out: bool) -> None:
 
 
 @app.command()
-def publish(text: str, json_out: JsonOpt = False) -> None:
+def publish(
+    text: Annotated[str | None, typer.Argument(show_default=False)] = None,
+    stdin: Annotated[bool, typer.Option(
+        "--stdin", help="Publish one post per input line (blank lines skipped); print each id "
+        "as soon as that post is stored durably.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
     """Publish a post to your feed."""
-    _published(run(lambda node: node.publish(text)), json_out)
+    if stdin and text is None:
+        run(lambda node: _publish_lines(node, json_out))
+        return
+    if stdin or text is None:
+        fail(LocalError("give the TEXT to publish, or --stdin", code="usage"))
+        return
+    post: str = text
+    _published(run(lambda node: node.publish(post)), json_out)
+
+
+async def _publish_lines(node: Node, json_out: bool) -> None:
+    for line in sys.stdin:
+        text = line.rstrip("\r\n")
+        if text:
+            m = await node.publish(text)  # one committed transaction per post
+            if json_out:
+                typer.echo(json.dumps({"id": msg_id_text(m.id), "seq": m.seq}))
+            else:
+                _published(m, False)
 
 
 def _contact_command(kind: str, doc: str) -> None:
@@ -347,12 +371,13 @@ def verify(json_out: JsonOpt = False) -> None:
 # --- feature modules: each cli/<feature>.py defines register(app) ---------------------------
 # (one import and one call per feature, so features land without touching each other)
 def _register_features() -> None:
-    from cli import bundle, forks, groups, lan, net
+    from cli import bundle, forks, groups, lan, net, robust
 
     net.register(app)
     lan.register(app)
     bundle.register(app)
     groups.register(app)
+    robust.register(app)
     forks.register(app)
 
 

@@ -28,6 +28,8 @@ from rich.text import Text
 from cli.main import Ctx, JsonOpt, fail, out_json
 from feedlog import Node
 from feedlog.core.errors import FeedlogError, LocalError
+from feedlog.lan import DEFAULT_REANNOUNCE, DEFAULT_TTL
+from feedlog.net.lan_sync import LanSync
 from feedlog.net.replicator import Link, NetConfig, Replicator, SyncResult
 from feedlog.net.transport import DEFAULT_PORT, Address
 from feedlog.peers import note_seen, note_state
@@ -70,8 +72,24 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=0, max=65535,
                                       help="Port (0: any free port).")] = DEFAULT_PORT,
     json_out: JsonOpt = False,
+    lan: Annotated[bool, typer.Option("--lan", help="Find peers of this network on the LAN "
+                                                    "(mDNS) and sync with them live, no address "
+                                                    "needed.")] = False,
+    lan_ttl: Annotated[int, typer.Option("--lan-ttl", min=1, hidden=True,
+                                         help="TTL of our mDNS records (s).")] = DEFAULT_TTL,
+    lan_reannounce: Annotated[float, typer.Option(
+        "--lan-reannounce", min=0.0, hidden=True,
+        help="Seconds between mDNS re-announcements.")] = DEFAULT_REANNOUNCE,
+    ping_interval: Annotated[float, typer.Option(
+        "--ping-interval", min=0.1, hidden=True,
+        help="Live sessions ping this often (s).")] = NetConfig.ping_interval,
+    idle_timeout: Annotated[float, typer.Option(
+        "--idle-timeout", min=0.2, hidden=True,
+        help="A live peer silent this long is dropped (s).")] = NetConfig.idle_timeout,
 ) -> None:
-    """Accept peers and replicate with them live, until interrupted (Ctrl-C)."""
+    """Accept peers and replicate with them live, until interrupted (Ctrl-C).
+
+    With --lan, also advertise on the LAN and connect to the peers of the same network key."""
 
     def emit(event: dict[str, Any], text: str) -> None:
         if json_out:
@@ -81,8 +99,13 @@ def serve(
         sys.stdout.flush()
 
     async def go() -> None:
+        if idle_timeout <= ping_interval:
+            raise LocalError("--idle-timeout must be longer than --ping-interval",
+                             code="bad-timeout")
         node = await Node.open(Ctx.home)
-        rep = Replicator(node, _config())
+        cfg = _config()
+        cfg.ping_interval, cfg.idle_timeout = ping_interval, idle_timeout
+        rep = Replicator(node, cfg)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -101,8 +124,20 @@ def serve(
             task.add_done_callback(pending.discard)
 
         rep.on_link_end = ended
+        lan_sync: LanSync | None = None
+
+        def inbound_progress(link: Link) -> None:
+            if lan_sync is not None:
+                lan_sync.inbound_progress(link)
+
+        def ended_lan(link: Link) -> None:
+            if lan_sync is not None:
+                lan_sync.inbound_ended(link)
+            ended(link)
+
+        rep.on_link_end = ended_lan
         try:
-            server = await rep.serve(host, port)
+            server = await rep.serve(host, port, on_progress=inbound_progress)
         except OSError as exc:
             await node.close()
             raise LocalError(f"cannot listen on {host}:{port}: {exc.strerror}",
@@ -115,8 +150,22 @@ def serve(
              f"serving {node.id_text}\naddress: {addr}\n"
              f"(on another machine: feedlog sync {addr})")
         try:
+            if lan:
+                lan_sync = LanSync(rep, bound, on_event=lambda e: emit(e, _lan_text(e)),
+                                   ttl=lan_ttl, reannounce=lan_reannounce)
+                try:
+                    await lan_sync.start()
+                except FeedlogError:
+                    await lan_sync.stop()
+                    lan_sync = None
+                    raise
+                emit({"event": "lan", "instance": lan_sync.discovery.label, "port": bound},
+                     f"on the LAN as {lan_sync.discovery.label} (port {bound}); "
+                     "looking for peers of this network")
             await stop.wait()
         finally:
+            if lan_sync is not None:
+                await lan_sync.stop()
             server.close()
             for link in list(rep.links):
                 link._fail("shutting-down", "the server is shutting down")
@@ -131,6 +180,19 @@ def serve(
         asyncio.run(go())
     except FeedlogError as exc:
         fail(exc)
+
+
+def _lan_text(e: dict[str, Any]) -> str:
+    peer = str(e.get("peer", ""))[:14] + "…"
+    what = e["event"].removeprefix("peer-")
+    if what == "found":
+        how = "we dial" if e.get("dial") else "it dials us"
+        return f"found {peer} at {e['host']}:{e['port']} ({how})"
+    if what == "connected":
+        return f"connected to {peer}" + (" (it dialled us)" if e.get("inbound") else "")
+    if what == "synced":
+        return f"synced with {peer}: received {e['received']}, sent {e['sent']}; now live"
+    return f"{what}: {peer}"
 
 
 def sync(

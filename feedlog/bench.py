@@ -130,6 +130,7 @@ async def bench(n: int, rounds: int) -> None:
 SECTIONS: dict[str, str] = {
     "bundle": "feedlog.bench_bundle:run",
     "groups": "feedlog.bench_groups:run",
+    "replication": "feedlog.bench_replication:run",
 }
 
 

@@ -2,12 +2,14 @@
 
 What it shows today: identities, publishing, names, following, reading feeds, status and verify,
 what happens with bad input, carrying feeds from one node to another through a stick folder
-(export/import), and a group conversation across three homes.
+(export/import), two nodes syncing over loopback (serve/sync), and a group conversation across
+three homes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import subprocess
@@ -86,6 +88,35 @@ def groups_demo(tmp: Path, alice: Path, bob: Path) -> None:
         step(home, "show", group)
 
 
+def serve_sync_demo(alice: Path, bob: Path) -> None:
+    """Two nodes over loopback: Alice serves, Bob syncs (the handshake, vectors, both ways)."""
+    print("\nOver the network (here loopback): Alice serves, Bob syncs both ways.")
+    step(alice, "follow", step(bob, "whoami"))
+    step(bob, "publish", "Bob's news, travelling by TCP")
+    env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
+    shown = "feedlog --home alice serve --host 127.0.0.1 --port 0 --json"
+    print(f"\n$ {shown} &")
+    server = subprocess.Popen([*_feedlog(), "--home", str(alice), "serve", "--host",
+                               "127.0.0.1", "--port", "0", "--json"],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        print("  " + line.strip())
+        address = json.loads(line)["address"]
+        step(bob, "sync", address)
+        step(bob, "sync", address, "--json")
+        alice_id = step(alice, "whoami")
+        step(bob, "feed", alice_id, "--limit", "1")
+        step(alice, "feed", step(bob, "whoami"), "--limit", "1")
+    finally:
+        server.terminate()
+        server.wait(10)
+    print("\nTwo real machines on one LAN: run `feedlog serve --lan` on both (after each "
+          "follows the other); they find each other by mDNS and sync live, no address needed. "
+          "`feedlog peers` lists who was found; `feedlog doctor` explains why nobody is.")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="feedlog-demo-") as tmp:
         alice, bob = Path(tmp) / "alice", Path(tmp) / "bob"
@@ -119,7 +150,12 @@ def main() -> None:
         step(bob, "import", str(stick))
         step(bob, "feed", alice_id, "--limit", "2")
         step(bob, "bundle", "verify", str(stick))
+        serve_sync_demo(alice, bob)
         groups_demo(Path(tmp), alice, bob)
+    print("\nTwo real machines on one Wi-Fi: run `feedlog init` and `feedlog follow OTHER_ID` on"
+          "\neach, then `feedlog serve --lan` on both. They find each other (mDNS, no address"
+          "\ntyped), sync, and stay in sync live; `feedlog peers` shows them, `feedlog doctor`"
+          "\nexplains why nobody is found (another --network-key, blocked multicast, ...).")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ as ssh does with private keys, feedlog refuses to use one that the group or othe
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -14,7 +15,7 @@ from pathlib import Path
 import platformdirs
 
 from feedlog.core.crypto import Keypair
-from feedlog.core.errors import LocalError
+from feedlog.core.errors import LocalError, StoreError
 from feedlog.core.ids import feed_id_text
 
 KEY_FILE = "secret.json"
@@ -31,23 +32,55 @@ def default_home() -> Path:
 
 
 def write_key(path: Path, keys: Keypair, *, overwrite: bool = False) -> None:
-    """Write ``keys`` to ``path`` with mode 0600, never through a world-readable moment."""
+    """Write ``keys`` to ``path`` with mode 0600, never through a world-readable moment.
+
+    The key is written to a temporary file, synced, and then linked into place, so a crash or a
+    full disk at any moment leaves either no key file or a complete one, never a torn one.
+    """
     data = json.dumps(
         {"format": KEY_FORMAT, "id": feed_id_text(keys.public), "seed": keys.seed.hex()},
         indent=1,
     ) + "\n"
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    if path.exists() and not overwrite:
+        raise LocalError(f"{path} already exists; refusing to overwrite a key", code="key-exists")
+    tmp = path.with_name(path.name + ".tmp")
     try:
-        fd = os.open(path, flags, 0o600)
+        tmp.unlink(missing_ok=True)  # left over by a crashed earlier attempt
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic and, unlike rename, refuses an existing file
+            finally:
+                tmp.unlink(missing_ok=True)
+        _sync_dir(path.parent)
     except FileExistsError:
         raise LocalError(f"{path} already exists; refusing to overwrite a key",
                          code="key-exists") from None
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise StoreError(f"disk full while writing {path}; no key was written",
+                             code="disk-full") from None
         raise LocalError(f"cannot write {path}: {exc.strerror}", code="home-unwritable") from None
+
+
+def _sync_dir(directory: Path) -> None:
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data.encode())
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not every platform opens directories; the file itself is synced
+    try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
@@ -66,14 +99,26 @@ def read_key(path: Path) -> Keypair:
             code="key-permissions",
         )
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") != KEY_FORMAT:
-            raise ValueError("unknown format")
-        keys = Keypair.from_seed(bytes.fromhex(doc["seed"]))
-    except (ValueError, KeyError, TypeError, AttributeError, LocalError):
-        raise LocalError(f"{path} is not a feedlog key file", code="bad-key-file") from None
+        data = path.read_bytes()
     except OSError as exc:
         raise LocalError(f"cannot read {path}: {exc.strerror}", code="bad-key-file") from None
-    if doc.get("id") not in (None, feed_id_text(keys.public)):
-        raise LocalError(f"{path}: the id does not match the seed", code="bad-key-file")
+    return decode_key_file(data, where=str(path))
+
+
+def decode_key_file(data: bytes, *, where: str = KEY_FILE) -> Keypair:
+    """The key pair in the bytes of a key file; LocalError ``bad-key-file`` for anything else."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+        if type(doc) is not dict or doc.get("format") != KEY_FORMAT:
+            raise ValueError("unknown format")
+        seed = doc["seed"]
+        if type(seed) is not str or len(seed) != 64:
+            raise ValueError("the seed is not 64 hex digits")
+        keys = Keypair.from_seed(bytes.fromhex(seed))
+    except (ValueError, KeyError, TypeError, RecursionError, LocalError):
+        raise LocalError(f"{where} is not a feedlog key file", code="bad-key-file") from None
+    if doc.get("id") != feed_id_text(keys.public):
+        # The id is required: it is what makes a damaged seed detectable instead of silently
+        # turning into another identity.
+        raise LocalError(f"{where}: the id does not match the seed", code="bad-key-file")
     return keys

@@ -50,7 +50,10 @@ class IngestReport:
     forks: list[ForkProof] = field(default_factory=list)
 
     def feed(self, author: FeedId) -> FeedReport:
-        return self.feeds.setdefault(author, FeedReport())
+        r = self.feeds.get(author)
+        if r is None:
+            r = self.feeds[author] = FeedReport()
+        return r
 
     @property
     def added(self) -> int:
@@ -151,6 +154,25 @@ class Ingestor:
         loop = asyncio.get_running_loop()
         candidates: dict[FeedId, list[Message]] = {}
         conflicts: list[tuple[Message, Message | None, int]] = []
+        checks: list[tuple[list[Message], asyncio.Future[list[bool]] | list[bool]]] = []
+        pending: list[Message] = []  # signatures to check, submitted CHUNK at a time
+
+        def submit() -> None:
+            chunk = pending[:]
+            pending.clear()
+            if self.executor is None:
+                checks.append((chunk, _verify_chunk(chunk)))
+            else:  # start at once: the workers verify while this loop decodes on
+                checks.append((chunk, loop.run_in_executor(self.executor, _verify_chunk, chunk)))
+
+        # The common case is a run of one feed, each message appending to the one before. For
+        # it only the chain link is checked per message; the checks that depend on the feed
+        # (poisoned, allowed, forked) were made for the run's first message and cannot change
+        # before the next ``await``, after which the run is left (``cur = None``).
+        cur: FeedId | None = None  # the author of the run being extended
+        run: list[Message] = []
+        seq, head = 0, None
+        dirty = False  # the run's head is newer than self._optimistic
         for raw in raws:
             try:
                 m = decode_message(raw)
@@ -158,6 +180,16 @@ class Ingestor:
                 self.report.feed(UNKNOWN).reject(exc.code)
                 continue
             a = m.author
+            if a == cur and m.seq == seq + 1 and m.previous == head:
+                run.append(m)
+                seq, head, dirty = m.seq, m.id, True
+                pending.append(m)
+                if len(pending) >= self.CHUNK:
+                    submit()
+                continue
+            if dirty and cur is not None:
+                self._optimistic[cur] = FeedState(cur, seq, head)
+            cur, dirty = None, False
             rep = self.report.feed(a)
             if a in self._poisoned:
                 rep.reject("feed-refused")
@@ -175,27 +207,29 @@ class Ingestor:
                 state = info.state if info else FeedState(a)
             where = link(state, m)
             if where is Link.APPEND:
-                candidates.setdefault(a, []).append(m)
+                run = candidates.setdefault(a, [])
+                run.append(m)
                 self._optimistic[a] = m.state
+                cur, seq, head = a, m.seq, m.id
+                pending.append(m)
             elif where is Link.DUPLICATE:
                 rep.duplicates += 1
             elif where is Link.GAP:
                 rep.reject("seq-gap")
             elif where is Link.OLDER:
                 conflicts.append((m, None, m.seq))
+                pending.append(m)
             else:
-                seq = m.seq if where is Link.FORK else m.seq - 1
-                pending = [c for c in candidates.get(a, []) if c.seq == seq]
-                conflicts.append((m, pending[0] if pending else None, seq))
-        checks: list[tuple[list[Message], asyncio.Future[list[bool]] | list[bool]]] = []
-        todo = [m for run in candidates.values() for m in run]
-        todo += [c[0] for c in conflicts if c[0].seq > 0]
-        for i in range(0, len(todo), self.CHUNK):
-            chunk = todo[i : i + self.CHUNK]
-            if self.executor is None:
-                checks.append((chunk, _verify_chunk(chunk)))
-            else:
-                checks.append((chunk, loop.run_in_executor(self.executor, _verify_chunk, chunk)))
+                seq_at = m.seq if where is Link.FORK else m.seq - 1
+                same = [c for c in candidates.get(a, []) if c.seq == seq_at]
+                conflicts.append((m, same[0] if same else None, seq_at))
+                pending.append(m)
+            if len(pending) >= self.CHUNK:
+                submit()
+        if dirty and cur is not None:
+            self._optimistic[cur] = FeedState(cur, seq, head)
+        if pending:
+            submit()
         return _Plan(candidates, conflicts, checks)
 
     def _ahead(self, a: FeedId, state: FeedState) -> bool:
@@ -210,11 +244,10 @@ class Ingestor:
             await self._commit(plan)
 
     async def _commit(self, plan: _Plan) -> None:
-        valid: dict[bytes, bool] = {}
+        valid: dict[int, bool] = {}  # by the identity of the Message objects of this plan
         for chunk, fut in plan.checks:
             results = fut if isinstance(fut, list) else await fut
-            for m, ok in zip(chunk, results, strict=True):
-                valid[m.id + m.signature] = ok
+            valid.update(zip(map(id, chunk), results, strict=True))
         batch: list[Message] = []
         for a, run in plan.candidates.items():
             rep = self.report.feed(a)
@@ -242,7 +275,7 @@ class Ingestor:
                 continue
             good = 0
             for m in run:
-                if not valid[m.id + m.signature]:
+                if not valid[id(m)]:
                     break
                 good += 1
             if good < len(run):
@@ -272,7 +305,7 @@ class Ingestor:
             await self._conflict(m, counterpart, seq, valid)
 
     async def _conflict(
-        self, m: Message, counterpart: Message | None, seq: int, valid: dict[bytes, bool]
+        self, m: Message, counterpart: Message | None, seq: int, valid: dict[int, bool]
     ) -> None:
         a = m.author
         rep = self.report.feed(a)
@@ -282,13 +315,13 @@ class Ingestor:
                 rep.reject("seq-gap")
                 return
             counterpart = decode_message(raw)
-        elif not valid.get(counterpart.id + counterpart.signature, False):
+        elif not valid.get(id(counterpart), False):
             rep.reject("feed-refused")
             return
         if m.seq == counterpart.seq and m.id == counterpart.id:
             rep.duplicates += 1
             return
-        if not valid.get(m.id + m.signature, False):
+        if not valid.get(id(m), False):
             rep.reject("bad-signature")
             self._poison(a)
             return

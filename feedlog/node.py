@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from feedlog import groups as _groups
+from feedlog.config import Limits, load_limits
 from feedlog.core import content as contents
 from feedlog.core.crypto import Keypair
 from feedlog.core.errors import InvalidMessage, LocalError, StoreError
@@ -54,10 +55,11 @@ class VerifyReport:
 
 class Node:
     def __init__(self, keys: Keypair, store: Store, home: Path | None = None,
-                 *, workers: int | None = None) -> None:
+                 *, workers: int | None = None, limits: Limits | None = None) -> None:
         self.keys = keys
         self.store = store
         self.home = home
+        self.limits = limits or Limits()
         self.workers = workers or min(4, os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="feedlog-verify")
         self._publish_lock = asyncio.Lock()
@@ -89,11 +91,12 @@ class Node:
         except OSError as exc:
             raise LocalError(f"cannot create {home}: {exc.strerror}",
                              code="home-unwritable") from None
+        limits = load_limits(home)
         if fenced is None:
-            fenced = keys is not None
+            fenced = keys is not None  # a key brought in may have a feed elsewhere
         if keys is None:
             keys = Keypair.from_seed(os.urandom(32))
-        store = await SqliteStore.open(home / DB_FILE, create=True)
+        store = await cls._open_store(home, limits)
         if fenced:
             await store.set_meta(FENCE_KEY, str(now_ms()))
         # the key is written last: a home without a key is not an identity yet
@@ -102,7 +105,7 @@ class Node:
         except BaseException:
             await store.close()
             raise
-        return cls(keys, store, home)
+        return cls(keys, store, home, limits=limits)
 
     @classmethod
     async def open(cls, home: Path) -> Node:
@@ -112,8 +115,20 @@ class Node:
             raise LocalError(f"no feedlog home at {home}: run `feedlog init` first",
                              code="no-home")
         keys = read_key(home / KEY_FILE)
+        limits = load_limits(home)
+        store = await cls._open_store(home, limits)
+        return cls(keys, store, home, limits=limits)
+
+    @staticmethod
+    async def _open_store(home: Path, limits: Limits) -> SqliteStore:
         store = await SqliteStore.open(home / DB_FILE, create=True)
-        return cls(keys, store, home)
+        if limits.max_store_bytes:
+            try:
+                await store.set_max_bytes(limits.max_store_bytes)
+            except BaseException:
+                await store.close()
+                raise
+        return store
 
     @classmethod
     def in_memory(cls, keys: Keypair | None = None) -> Node:
@@ -369,6 +384,13 @@ class Node:
 
         return Ingestor(self.store, executor=self._executor, allowed=allowed,
                         on_append=appended, cache=self._heads)
+
+    def forget_heads(self, feeds: Iterable[FeedId]) -> None:
+        """Drop cached heads (and our own feed state) after another process wrote to the store."""
+        for f in feeds:
+            self._heads.pop(f, None)
+            if f == self.id:
+                self._own = None
 
     async def record_fork(self, proof: ForkProof) -> bool:
         """Keep a fork proof (already verified: ForkProof values come from make_fork_proof or

@@ -190,6 +190,18 @@ def invalid_cases(alice: Keypair, msgs: list[Message]) -> list[dict[str, Any]]:
     add("non-canonical integer in the header", empty, encode_message(h, s, body),
         "non-canonical")
 
+    # A tagged bignum exactly as long as the canonical integer: seq 65536 written as
+    # c2 43 01 00 00 instead of 1a 00 01 00 00 (a decoder that only compares lengths accepts it).
+    canon = encode_header(alice.public, 65536, m1.id, T0, len(body), content_hash(body))
+    assert canon[36:41] == b"\x1a\x00\x01\x00\x00"
+    bignum = canon[:36] + b"\xc2\x43\x01\x00\x00" + canon[41:]
+    h, s = sign_raw_parts(alice, seq=65536, previous=m1.id, body=body, header=bignum)
+    add("tagged bignum integer in the header, same length as canonical", empty,
+        encode_message(h, s, body), "non-canonical")
+    # CBOR value sharing (tags 28/29) can make an array that contains itself.
+    add("self-containing array through value-sharing tags", empty,
+        bytes.fromhex("d81c83d81d00f6f6"), "non-canonical")
+
     # Non-canonical length: the header byte string with a 2-byte length where 1 byte suffices.
     raw = bytearray(m1.raw)
     hl = len(m1.header)

@@ -8,10 +8,19 @@ their encodings. Because every key is a text string, that order is also RFC 7049
 then bytewise" order, which is what cbor2's ``canonical=True`` produces: the two rules agree on
 this subset, so we can rely on cbor2's encoder.
 
-``decode_strict`` decodes with cbor2 (its C extension is lenient: it ignores trailing bytes and
-accepts indefinite lengths, duplicate keys and bignum tags), then walks the value to reject
-anything outside the subset, and re-encodes it canonically: the input is accepted only when the
-bytes are identical. That single rule rejects every non-canonical form and every trailing byte.
+``decode_strict_reference`` decodes with cbor2 (its C extension is lenient: it ignores trailing
+bytes and accepts indefinite lengths, duplicate keys and bignum tags), then walks the value to
+reject anything outside the subset, and re-encodes it canonically: the input is accepted only
+when the bytes are identical. That single rule rejects every non-canonical form and every
+trailing byte, and it is the definition the rest of this module is tested against.
+
+``decode_strict`` first tries ``parse_canonical``, a small hand-written parser that accepts only
+what it can prove is the canonical encoding of a subset value as it reads it (shortest heads,
+definite lengths, strictly increasing encoded map keys, strict UTF-8, nothing after the item).
+For such input, re-encoding the result gives the input back, so the reference path would accept
+it too and return the same value. Anything else, valid or not, goes to the reference path, which
+alone decides the error code. So the fast path can only make things faster, never change an
+answer (tests/core/test_fastpath.py checks the two agree on random and mutated inputs).
 """
 
 from __future__ import annotations
@@ -40,6 +49,17 @@ def decode_strict(data: bytes, *, what: str = "value") -> Value:
     Raises InvalidMessage with code ``malformed`` (not CBOR, truncated), ``bad-cbor-type``
     (outside the subset), ``trailing-bytes`` or ``non-canonical``.
     """
+    try:
+        value, end = _parse_item(data, 0, 0)
+        if end == len(data):
+            return value
+    except (_NotProven, IndexError, UnicodeDecodeError):
+        pass
+    return decode_strict_reference(data, what=what)
+
+
+def decode_strict_reference(data: bytes, *, what: str = "value") -> Value:
+    """``decode_strict`` by the reference rule only (decode, check the subset, re-encode)."""
     value = loads_or_malformed(data, what=what, max_depth=MAX_DEPTH + 2)
     _check_subset(value, 0, what)
     canonical = encode(value)
@@ -54,10 +74,13 @@ def decode_fixed(data: bytes, *, what: str) -> Value:
     """Decode a value made only of unsigned integers, byte strings and null inside arrays.
 
     For such values the canonical encoding is the unique shortest one: a longer integer or
-    length head, an indefinite length, a tag or a trailing byte all make the input longer. So
-    the input is canonical exactly when its length equals ``canonical_size`` of what it decodes
-    to, which is cheaper than re-encoding. The caller must check the decoded types (an integer
-    that is not a uint, a text string, a map make ``canonical_size`` raise ``bad-cbor-type``).
+    length head, an indefinite length or a trailing byte all make the input longer, so a length
+    that differs from ``canonical_size`` of the decoded value says which error it is cheaply.
+    Equal lengths are not enough, though: cbor2 resolves some tags itself, and a tagged bignum
+    (``c2 43 01 00 00``) is exactly as long as the canonical integer (``1a 00 01 00 00``), so an
+    input of the right length is still compared with its re-encoding. The caller must check the
+    decoded types (an integer that is not a uint, a text string, a map make ``canonical_size``
+    raise ``bad-shape``).
     """
     value = loads_or_malformed(data, what=what)
     check_fixed(data, value, what=what)
@@ -71,6 +94,8 @@ def check_fixed(data: bytes, value: Value, *, what: str) -> None:
         if size < len(data) and encode(value) == data[:size]:
             raise InvalidMessage(f"{what} has trailing bytes", code="trailing-bytes")
         raise InvalidMessage(f"{what} is not canonically encoded", code="non-canonical")
+    if encode(value) != data:
+        raise InvalidMessage(f"{what} is not canonically encoded (a tag?)", code="non-canonical")
 
 
 def loads_or_malformed(data: bytes, *, what: str, max_depth: int = 4) -> Value:
@@ -94,10 +119,16 @@ def head_size(n: int) -> int:
     return 9
 
 
-def canonical_size(value: Value, what: str = "value") -> int:
+FIXED_MAX_DEPTH = 8  # decode_fixed lets cbor2 nest 4 deep; deeper means shared references
+
+
+def canonical_size(value: Value, what: str = "value", depth: int = 0) -> int:
     """Length of the canonical encoding of a value of uints, byte strings, null and arrays."""
     t = type(value)
     if t is list:
+        if depth > FIXED_MAX_DEPTH:  # cbor2's value sharing tags can even make a cycle
+            raise InvalidMessage(f"{what} is not canonically encoded (shared values)",
+                                 code="non-canonical")
         n = len(value)
         total = 1 if n < 24 else head_size(n)
         for v in value:  # flat loop: this runs twice per received message
@@ -111,7 +142,7 @@ def canonical_size(value: Value, what: str = "value") -> int:
             elif v is None:
                 total += 1
             elif tv is list:
-                total += canonical_size(v, what)
+                total += canonical_size(v, what, depth + 1)
             else:
                 raise InvalidMessage(f"{what} contains a value of the wrong type",
                                      code="bad-shape")
@@ -152,3 +183,89 @@ def _check_subset(value: Value, depth: int, what: str) -> None:
             f"{what} contains a {t.__name__}, which feedlog's CBOR subset excludes",
             code="bad-cbor-type",
         )
+
+
+# --- the fast path of decode_strict -----------------------------------------------------------
+
+FAST_MAX_DEPTH = 8  # deeper values take the reference path (which allows MAX_DEPTH)
+
+
+class _NotProven(Exception):
+    """The fast parser cannot prove the input canonical: use the reference path."""
+
+
+def _parse_item(d: bytes, p: int, depth: int) -> tuple[Value, int]:
+    """One canonical subset item at ``d[p]``: (value, position after it).
+
+    Raises _NotProven (or IndexError, UnicodeDecodeError) for anything it does not accept.
+    A short slice near the end of ``d`` is harmless: positions still advance by the declared
+    length, so the caller's final ``end == len(d)`` check fails.
+    """
+    b = d[p]
+    major = b >> 5
+    ai = b & 0x1F
+    p += 1
+    if major == 7:
+        if b == 0xF6:
+            return None, p
+        if b == 0xF5:
+            return True, p
+        if b == 0xF4:
+            return False, p
+        raise _NotProven
+    # the argument, in its shortest form only
+    if ai < 24:
+        n = ai
+    elif ai == 24:
+        n = d[p]
+        p += 1
+        if n < 24:
+            raise _NotProven
+    elif ai == 25:
+        n = int.from_bytes(d[p : p + 2])
+        p += 2
+        if n < 0x100:
+            raise _NotProven
+    elif ai == 26:
+        n = int.from_bytes(d[p : p + 4])
+        p += 4
+        if n < 0x10000:
+            raise _NotProven
+    elif ai == 27:
+        n = int.from_bytes(d[p : p + 8])
+        p += 8
+        if n < 0x100000000:
+            raise _NotProven
+    else:
+        raise _NotProven  # reserved or indefinite length
+    if major == 0:
+        return n, p
+    if major == 3:
+        return d[p : p + n].decode("utf-8"), p + n
+    if major == 2:
+        return d[p : p + n], p + n
+    if major == 1:
+        return -1 - n, p
+    if depth >= FAST_MAX_DEPTH or n > len(d) - p:  # every item takes at least one byte
+        raise _NotProven
+    if major == 4:
+        items = []
+        for _ in range(n):
+            v, p = _parse_item(d, p, depth + 1)
+            items.append(v)
+        return items, p
+    if major == 5:
+        out: dict[str, Value] = {}
+        last = b""
+        for _ in range(n):
+            start = p
+            if d[p] >> 5 != 3:
+                raise _NotProven  # keys are text strings
+            key, p = _parse_item(d, p, depth + 1)
+            encoded = d[start:p]
+            if encoded <= last:  # strictly increasing: sorted, no duplicates
+                raise _NotProven
+            last = encoded
+            out[key], p = _parse_item(d, p, depth + 1)
+        return out, p
+    raise _NotProven  # tags

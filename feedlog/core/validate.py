@@ -15,11 +15,20 @@ Steps 1-6 need only the bytes (``decode_message``); step 7 needs the receiver's 
 (``link``); step 8 is the expensive one and is kept separate (``check_signature``) so a shell can
 batch it across cores, and so a later version can check the chain first and signatures lazily.
 ``validate`` runs all of them in order for one message.
+
+``decode_message`` first tries ``_parse_fast``, which reads the fixed layout of spec/feed.md §4
+directly (byte-exact heads, no general CBOR decoder) and accepts a message only when every field
+is in its shortest form, every check of steps 1-5 and 6 passes, and no byte is left over: that
+is, only when ``decode_message_reference`` (the general, readable definition: decode, check the
+subset, compare with the canonical size) would accept it with the same fields. Any other input
+goes to the reference path, which alone chooses the error code, so the fast path changes speed,
+never answers (tests/core/test_fastpath.py checks that on random and mutated inputs).
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 
 from feedlog.core import encoding
 from feedlog.core.content import check_content
@@ -27,6 +36,8 @@ from feedlog.core.crypto import KEY_SIZE, SIGNATURE_SIZE, verify
 from feedlog.core.errors import InvalidMessage
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import (
+    CONTENT_TAG,
+    ID_TAG,
     MAX_MESSAGE_SIZE,
     MAX_SEQ,
     MAX_TIMESTAMP,
@@ -51,6 +62,124 @@ def _is_uint(v: object, limit: int) -> bool:
 
 def decode_message(raw: bytes) -> Message:
     """Steps 1-6: everything that can be checked from the bytes alone."""
+    try:
+        msg = _parse_fast(raw)
+    except IndexError:
+        msg = None
+    return decode_message_reference(raw) if msg is None else msg
+
+
+_HEADER_START = bytes([0x87, VERSION, 0x58, KEY_SIZE])  # array(7), 1, bstr(32) head
+_SIGNATURE_HEAD = bytes([0x58, SIGNATURE_SIZE])
+_ID_HASH = hashlib.sha256(ID_TAG)
+_CONTENT_HASH = hashlib.sha256(CONTENT_TAG)
+
+
+def _uint(d: bytes, p: int) -> tuple[int, int]:
+    """A uint in its shortest form at ``d[p]``: (value, next position); (-1, p) otherwise."""
+    b = d[p]
+    if b < 24:
+        return b, p + 1
+    if b == 24:
+        n = d[p + 1]
+        return (n, p + 2) if n >= 24 else (-1, p)
+    if b == 25:
+        n = int.from_bytes(d[p + 1 : p + 3])
+        return (n, p + 3) if n >= 0x100 else (-1, p)
+    if b == 26:
+        n = int.from_bytes(d[p + 1 : p + 5])
+        return (n, p + 5) if n >= 0x10000 else (-1, p)
+    if b == 27:
+        n = int.from_bytes(d[p + 1 : p + 9])
+        return (n, p + 9) if n >= 0x100000000 else (-1, p)
+    return -1, p
+
+
+def _bstr_head(d: bytes, p: int) -> tuple[int, int]:
+    """A byte string head in its shortest form at ``d[p]``: (length, start); (-1, p) otherwise."""
+    b = d[p]
+    if 0x40 <= b < 0x58:
+        return b - 0x40, p + 1
+    if b == 0x58:
+        n = d[p + 1]
+        return (n, p + 2) if n >= 24 else (-1, p)
+    if b == 0x59:
+        n = int.from_bytes(d[p + 1 : p + 3])
+        return (n, p + 3) if n >= 0x100 else (-1, p)
+    return -1, p
+
+
+def _parse_fast(raw: bytes) -> Message | None:
+    """The common, valid message, or None: see the module comment. May raise IndexError."""
+    end = len(raw)
+    if end > MAX_MESSAGE_SIZE or raw[0] != 0x83:
+        return None
+    n, p = _bstr_head(raw, 1)
+    if n < 0:
+        return None
+    header = raw[p : p + n]
+    p += n
+    if raw[p : p + 2] != _SIGNATURE_HEAD:
+        return None
+    signature = raw[p + 2 : p + 66]
+    p += 66
+    if raw[p] == 0xF6:
+        content = None
+        p += 1
+    else:
+        n, p = _bstr_head(raw, p)
+        if n < 0:
+            return None
+        content = raw[p : p + n]
+        p += n
+    if p != end:  # also catches any short slice above: positions advanced past the end
+        return None
+
+    h = header
+    if h[:4] != _HEADER_START:
+        return None
+    author = h[4:36]
+    seq, p = _uint(h, 36)
+    if not 0 < seq <= MAX_SEQ:
+        return None
+    if h[p] == 0xF6:
+        if seq != 1:
+            return None
+        previous = None
+        p += 1
+    else:
+        if seq == 1 or h[p : p + 2] != b"\x58\x20":
+            return None
+        previous = h[p + 2 : p + 34]
+        p += 34
+    timestamp, p = _uint(h, p)
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        return None
+    size, p = _uint(h, p)
+    if not 0 <= size <= MAX_MESSAGE_SIZE or h[p : p + 2] != b"\x58\x20":
+        return None
+    digest = h[p + 2 : p + 34]
+    if p + 34 != len(h):
+        return None
+
+    value = None
+    if content is not None:
+        if len(content) != size:
+            return None
+        ch = _CONTENT_HASH.copy()
+        ch.update(content)
+        if ch.digest() != digest:
+            return None
+        value = check_content(content)  # its own fast path, and its own error codes
+    ih = _ID_HASH.copy()
+    ih.update(header)
+    return Message(raw, MsgId(ih.digest()), header, signature, FeedId(author), seq,
+                   None if previous is None else MsgId(previous), timestamp, size, digest,
+                   content, value)
+
+
+def decode_message_reference(raw: bytes) -> Message:
+    """``decode_message`` by the general path only (the definition the fast path must match)."""
     if len(raw) > MAX_MESSAGE_SIZE:
         raise _bad(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_SIZE}", "too-large")
     outer = encoding.decode_fixed(raw, what="message")

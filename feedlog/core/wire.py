@@ -182,7 +182,8 @@ def decode_body(body: bytes, *, max_notes: int = MAX_NOTES_PER_FRAME) -> Frame:
             raise _bad("hello is [0, version, baseline, live]")
         return Hello(value[1], value[2], value[3])
     if kind == NOTES:
-        if n != 4 or value[1] not in (MODE_FULL, MODE_DELTA, MODE_UPDATE) \
+        if n != 4 or type(value[1]) is not int \
+                or value[1] not in (MODE_FULL, MODE_DELTA, MODE_UPDATE) \
                 or not isinstance(value[2], bool) or not isinstance(value[3], list):
             raise _bad("notes is [1, mode, last, entries]")
         if len(value[3]) > max_notes:

@@ -438,6 +438,17 @@ class Replicator:
         if contacts:
             self._schedule_recompute()
 
+    def store_changed(self, seqs: dict[FeedId, int]) -> None:
+        """Another process wrote to this node's store (``feedlog publish`` while ``serve``
+        runs): forget cached heads, push what live peers lack, and recompute what we replicate
+        (a follow may be among the new messages)."""
+        if not seqs:
+            return
+        self.node.forget_heads(seqs)
+        for link in list(self.links):
+            link.local_advanced(seqs)
+        self._schedule_recompute()
+
     def fork_found(self, feed: FeedId) -> None:
         del feed
         self._schedule_recompute()

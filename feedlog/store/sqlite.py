@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 
@@ -150,19 +151,57 @@ _DIRS = {"sent": 0, "recv": 1}
 
 def _store_error(exc: BaseException, path: Path) -> StoreError:
     text = str(exc)
+    name = str(getattr(exc, "sqlite_errorname", ""))
     if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
         return StoreError(f"{path} is not a feedlog database (corrupt or foreign)",
                           code="store-corrupt")
-    if "database or disk is full" in text:
-        return StoreError(f"disk full while writing {path}; nothing was changed",
-                          code="disk-full")
-    if "readonly" in text or "read-only" in text:
-        return StoreError(f"{path} is read-only", code="store-read-only")
+    # A full disk shows as SQLITE_FULL while writing, but as an I/O error (the lock file next
+    # to the store cannot grow) when the store is opened on a disk that is already full.
+    if name == "SQLITE_FULL" or "database or disk is full" in text or (
+            name.startswith("SQLITE_IOERR") and _free_bytes(path) < _NEARLY_FULL):
+        return StoreError(f"disk full while using {path}; nothing was changed (free some "
+                          "space and run the command again)", code="disk-full")
+    if "readonly" in text or "read-only" in text or (
+            name.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR")) and _read_only(path.parent)):
+        return StoreError(f"{path.parent} is read-only; feedlog needs to write there, even to "
+                          "read (SQLite keeps its lock files next to the store)",
+                          code="store-read-only")
     if "malformed" in text or "corrupt" in text:
         return StoreError(f"{path} is corrupt: {text}", code="store-corrupt")
     if "locked" in text or "busy" in text:
         return StoreError(f"{path} is locked by another process", code="store-busy")
     return StoreError(f"{path}: {text}", code="store-error")
+
+
+_NEARLY_FULL = 1 << 20
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path.parent)
+    except (OSError, AttributeError):
+        return _NEARLY_FULL
+    return st.f_bavail * st.f_frsize
+
+
+def _readable_as_immutable(path: Path) -> bool:
+    """On a read-only mount, with no WAL holding commits not yet merged into the store."""
+    try:
+        mounted_ro = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+        wal = Path(str(path) + "-wal")
+        return mounted_ro and path.exists() and (not wal.exists() or wal.stat().st_size == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _read_only(directory: Path) -> bool:
+    """The folder is on a read-only mount, or we may not write to it."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return True
+    except (OSError, AttributeError):
+        pass
+    return not os.access(directory, os.W_OK)
 
 
 class SqliteStore:
@@ -189,8 +228,34 @@ class SqliteStore:
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise _store_error(exc, path) from None
+                error = _store_error(exc, path)
+                if error.code == "store-read-only" and _readable_as_immutable(path):
+                    return await cls._open_immutable(path)
+                raise error from None
             raise
+        return store
+
+    @classmethod
+    async def _open_immutable(cls, path: Path) -> SqliteStore:
+        """Open a store on a read-only mount for reading only.
+
+        SQLite cannot open a WAL database where it may not create its lock files, unless told
+        the file is immutable; that is safe only because nobody can write to a read-only mount
+        and no WAL with unmerged commits is left (``_readable_as_immutable``). Every write then
+        fails with ``store-read-only``.
+        """
+        uri = path.resolve().as_uri() + "?mode=ro&immutable=1"
+        try:
+            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            store = cls(conn, path)
+            app = await store._scalar("PRAGMA application_id")
+            version = await store._scalar("PRAGMA user_version")
+        except sqlite3.Error as exc:
+            raise _store_error(exc, path) from None
+        if app != APPLICATION_ID or version > SCHEMA_VERSION:
+            await conn.close()
+            raise StoreError(f"{path} is not a feedlog store this version can read",
+                             code="foreign-store")
         return store
 
     async def _setup(self) -> None:
@@ -270,6 +335,11 @@ class SqliteStore:
         """Cap the database size (tests of a full disk)."""
         await self._db.execute(f"PRAGMA max_page_count = {int(pages)}")
 
+    async def set_max_bytes(self, size: int) -> None:
+        """Cap the database at about ``size`` bytes (``Limits.max_store_bytes``)."""
+        page = int(await self._scalar("PRAGMA page_size"))
+        await self.set_max_pages(max(1, size // page))
+
     async def feed(self, author: FeedId) -> FeedInfo | None:
         rows = await self._rows(
             "SELECT f.seq, f.head, f.forked_seq, n.name FROM feeds f "
@@ -289,56 +359,67 @@ class SqliteStore:
     async def append(self, msgs: Sequence[Message]) -> None:
         if not msgs:
             return
+        # The whole transaction is one job on the connection's thread: one round trip through
+        # the event loop instead of one per statement, so a busy loop (decoding the next batch)
+        # does not hold the commit back, and the commit overlaps with the loop's work. Other
+        # writers' transactions span several awaits, so the write lock is still taken.
+        try:
+            async with self._write_lock:
+                await self._in_thread(self._append_sync, msgs)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from None
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(connection, *args)`` on the connection's own thread.
+
+        aiosqlite has no public call for this; ``_execute`` is how its own methods do it (and
+        has been since 0.17). The store contract tests exercise this path on every run.
+        """
+        db = self._db
+        run = cast(Callable[[Callable[[], Any]], Awaitable[Any]], db._execute)
+        return await run(lambda: fn(db._conn, *args))
+
+    @staticmethod
+    def _append_sync(conn: sqlite3.Connection, msgs: Sequence[Message]) -> None:
         authors = sorted({m.author for m in msgs})
-        async with self._transaction() as db:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             stored: dict[FeedId, FeedInfo] = {}
             for i in range(0, len(authors), 500):
                 chunk = authors[i : i + 500]
                 marks = ",".join("?" * len(chunk))
-                async with db.execute(
-                    f"SELECT author, seq, head, forked_seq FROM feeds "
-                    f"WHERE author IN ({marks})", chunk) as cur:
-                    for a, s, h, fk in await cur.fetchall():
-                        stored[FeedId(a)] = FeedInfo(FeedId(a), s, h, fk)
+                for a, s, h, fk in conn.execute(
+                        f"SELECT author, seq, head, forked_seq FROM feeds "
+                        f"WHERE author IN ({marks})", chunk):
+                    stored[FeedId(a)] = FeedInfo(FeedId(a), s, h, fk)
             heads = plan_append(stored.get, msgs)
-            await db.executemany(
+            conn.executemany(
                 "INSERT INTO messages (author, seq, id, timestamp, type, raw) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(m.author, m.seq, m.id, m.timestamp, m.type, m.raw) for m in msgs])
-            await db.executemany(
+            conn.executemany(
                 "INSERT INTO feeds (author, seq, head) VALUES (?, ?, ?) "
                 "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, head = excluded.head",
                 [(h.author, h.seq, h.head) for h in heads.values()])
             contacts, names = derived_rows(msgs)
             if contacts:
-                await db.executemany(
+                conn.executemany(
                     "INSERT INTO contacts (author, target, seq, kind) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (author, target) DO UPDATE SET seq = excluded.seq, "
                     "kind = excluded.kind WHERE excluded.seq > contacts.seq",
                     [(c.author, c.target, c.seq, c.kind) for c in contacts])
             if names:
-                await db.executemany(
+                conn.executemany(
                     "INSERT INTO names (author, seq, name) VALUES (?, ?, ?) "
                     "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, "
                     "name = excluded.name WHERE excluded.seq > names.seq", names)
-            await self._index_groups(db, msgs)
-
-    async def _index_groups(self, db: aiosqlite.Connection, msgs: Sequence[Message]) -> None:
-        roots, posts = group_rows(msgs)
-        if roots:
-            await db.executemany(
-                "INSERT OR IGNORE INTO group_roots (id, author, seq, timestamp, title, members) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.id, r.author, r.seq, r.timestamp, r.title, pack_members(r.members))
-                 for r in roots])
-        if posts:
-            await db.executemany(
-                "INSERT OR IGNORE INTO group_posts (rx, id, group_id, grp, author, seq, "
-                "timestamp, refs, reply, text) "
-                "VALUES ((SELECT rx FROM messages WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(p.id, p.id, p.group.id, pack_ref(p.group), p.author, p.seq, p.timestamp,
-                  pack_refs(p.refs), None if p.reply is None else pack_ref(p.reply), p.text)
-                 for p in posts])
+            _index_groups_sync(conn, msgs)
+            conn.execute("COMMIT")
+        except BaseException:
+            # SQLite rolls back by itself on some errors (a full disk among them).
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     async def get(self, msg_id: MsgId) -> bytes | None:
         rows = await self._rows("SELECT raw FROM messages WHERE id = ?", (msg_id,))
@@ -540,7 +621,8 @@ class SqliteStore:
                 "SELECT raw FROM messages WHERE type IN ('group', 'post') ORDER BY rx"
             ) as cur:
                 while batch := await cur.fetchmany(1000):
-                    await self._index_groups(db, [decode_message(bytes(r[0])) for r in batch])
+                    await self._in_thread(_index_groups_sync,
+                                          [decode_message(bytes(r[0])) for r in batch])
             await db.execute(
                 "INSERT INTO meta (key, value) VALUES ('group-index', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (GROUP_INDEX_VERSION,))
@@ -577,3 +659,22 @@ class SqliteStore:
                     "ON CONFLICT (peer, dir, feed) DO UPDATE SET note = excluded.note, "
                     "forked = excluded.forked",
                     [(peer, d, f, n, k) for f, (n, k) in upserts.items()])
+
+
+def _index_groups_sync(conn: sqlite3.Connection, msgs: Sequence[Message]) -> None:
+    """Group index rows of ``msgs`` (store/groups.py), inside the append's transaction."""
+    roots, posts = group_rows(msgs)
+    if roots:
+        conn.executemany(
+            "INSERT OR IGNORE INTO group_roots (id, author, seq, timestamp, title, members) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(r.id, r.author, r.seq, r.timestamp, r.title, pack_members(r.members))
+             for r in roots])
+    if posts:
+        conn.executemany(
+            "INSERT OR IGNORE INTO group_posts (rx, id, group_id, grp, author, seq, "
+            "timestamp, refs, reply, text) "
+            "VALUES ((SELECT rx FROM messages WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(p.id, p.id, p.group.id, pack_ref(p.group), p.author, p.seq, p.timestamp,
+              pack_refs(p.refs), None if p.reply is None else pack_ref(p.reply), p.text)
+             for p in posts])

@@ -1,0 +1,217 @@
+"""`make bench` section "replication" (docs/LIMITS.md targets):
+
+1. initial sync: A holds N messages over 100 feeds and serves them from its own process
+   (`feedlog serve`); B is empty and syncs from A over loopback through the real handshake and
+   box-stream. msg/s vs the raw all-cores verify rate measured right before (goal >= 0.75).
+2. reconnect: A and B both follow 10,000 feeds; after a first sync, a reconnect with nothing new
+   costs how many bytes each way (goal <= 2 KB) and how long.
+3. memory: peak RSS of a receiver process syncing N and 10 x N messages (goal: flat).
+4. live push latency: a message published on A reaches a live-connected B after how long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from feedlog.bench import raw_verify_rate_all_cores
+from feedlog.core import content
+from feedlog.core.crypto import Keypair
+from feedlog.core.message import FeedState, Message, create
+from feedlog.net.replicator import Replicator
+from feedlog.net.transport import Address
+from feedlog.node import Node
+
+FEEDS = 100
+
+
+def _feeds(n: int, feeds: int = FEEDS) -> list[list[Message]]:
+    per = max(1, n // feeds)
+    out = []
+    text = "x" * 200
+    for i in range(feeds):
+        keys = Keypair.from_seed(hashlib.sha256(b"bench replication %d" % i).digest())
+        state = FeedState(keys.public)  # type: ignore[arg-type]
+        msgs = []
+        for j in range(per):
+            m = create(keys, state, content.post(f"replication bench {j} {text}"), 1)
+            msgs.append(m)
+            state = m.state
+        out.append(msgs)
+    return out
+
+
+async def _holder(home: Path, feeds: list[list[Message]]) -> Node:
+    node = await Node.init(home)
+    await node.publish_many([content.contact("follow", f[0].author) for f in feeds])
+    for f in feeds:
+        for i in range(0, len(f), 5000):
+            await node.store.append(f[i : i + 5000])
+    return node
+
+
+def _feedlog() -> list[str]:
+    script = Path(sys.executable).with_name("feedlog")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
+
+
+class Server:
+    """`feedlog serve` in its own process, so sender and receiver don't share one GIL."""
+
+    def __init__(self, home: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
+        self.proc = subprocess.Popen(
+            [*_feedlog(), "--home", str(home), "serve", "--host", "127.0.0.1", "--port", "0",
+             "--json"], stdout=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        self.address = Address.parse(json.loads(line)["address"])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+async def _receiver(home: Path, follows: list[Message]) -> Node:
+    node = await Node.init(home)
+    await node.publish_many([content.contact("follow", m.author) for m in follows])
+    return node
+
+
+async def initial_sync(n: int, rounds: int) -> None:
+    feeds = _feeds(n)
+    total = sum(len(f) for f in feeds)
+    sample = (feeds[0] * (10_000 // len(feeds[0]) + 1))[:10_000]
+    with tempfile.TemporaryDirectory(prefix="feedlog-bench-repl-") as tmp:
+        a = await _holder(Path(tmp) / "a", feeds)
+        await a.close()
+        server = Server(Path(tmp) / "a")
+        try:
+            ratios, rates = [], []
+            for r in range(rounds):
+                raw = raw_verify_rate_all_cores(sample)
+                b = await _receiver(Path(tmp) / f"b{r}", [f[0] for f in feeds])
+                rep = Replicator(b)
+                t = time.perf_counter()
+                res = await rep.connect(server.address)
+                dt = time.perf_counter() - t
+                rep.close()
+                await b.close()
+                if not res.caught_up or res.added < total:
+                    raise SystemExit(f"bench: sync ended with {res}")
+                rates.append(res.added / dt)
+                ratios.append(res.added / dt / raw)
+                print(f"  round {r + 1}: {res.added} messages in {dt:.2f} s, "
+                      f"{res.bytes_in / 1e6:.1f} MB in; raw all-cores verify {raw:,.0f}/s")
+        finally:
+            server.stop()
+    print(f"initial sync of {total} messages over {len(feeds)} feeds, loopback, real handshake: "
+          f"median {statistics.median(rates):,.0f} msg/s; ratio to raw all-cores verify: "
+          f"{statistics.median(ratios):.2f} (goal >= 0.75)")
+
+
+async def reconnect(feeds: int) -> None:
+    keys = [Keypair.from_seed(hashlib.sha256(b"bench follow %d" % i).digest())
+            for i in range(feeds)]
+    with tempfile.TemporaryDirectory(prefix="feedlog-bench-reconnect-") as tmp:
+        a = await Node.init(Path(tmp) / "a")
+        b = await Node.init(Path(tmp) / "b")
+        for node in (a, b):
+            await node.publish_many([content.contact("follow", k.public) for k in keys])
+        await a.close()
+        server = Server(Path(tmp) / "a")
+        try:
+            rep = Replicator(b)
+            first = await rep.connect(server.address)
+            second = await rep.connect(server.address)
+            t = time.perf_counter()
+            third = await rep.connect(server.address)
+            dt = time.perf_counter() - t
+            rep.close()
+        finally:
+            server.stop()
+            await b.close()
+    print(f"reconnect with {feeds} followed feeds: first sync {first.bytes_out:,} B out / "
+          f"{first.bytes_in:,} B in; next {second.bytes_out:,} / {second.bytes_in:,} B; with "
+          f"nothing new {third.bytes_out:,} B out / {third.bytes_in:,} B in in {dt * 1000:.0f} ms "
+          f"(goal <= 2048 B each way)")
+
+
+RSS_SCRIPT = """
+import asyncio, resource, sys
+from pathlib import Path
+from feedlog.node import Node
+from feedlog.net.replicator import Replicator
+from feedlog.net.transport import Address
+async def main():
+    node = await Node.open(Path(sys.argv[1]))
+    res = await Replicator(node).connect(Address.parse(sys.argv[2]))
+    await node.close()
+    print(res.added, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+asyncio.run(main())
+"""
+
+
+async def memory(n: int, factor: int) -> None:
+    figures = []
+    for size in (n, n * factor):
+        feeds = _feeds(size, feeds=10)
+        with tempfile.TemporaryDirectory(prefix="feedlog-bench-rss-") as tmp:
+            a = await _holder(Path(tmp) / "a", feeds)
+            await a.close()
+            b = await _receiver(Path(tmp) / "b", [f[0] for f in feeds])
+            await b.close()
+            del feeds
+            server = Server(Path(tmp) / "a")
+            try:
+                out = subprocess.run(
+                    [sys.executable, "-c", RSS_SCRIPT, str(Path(tmp) / "b"), str(server.address)],
+                    capture_output=True, text=True, check=True).stdout.split()
+            finally:
+                server.stop()
+        figures.append((int(out[0]), int(out[1]) / 1024))
+    (n1, r1), (n2, r2) = figures
+    print(f"receiver peak RSS: {r1:.0f} MiB for {n1:,} messages, {r2:.0f} MiB for {n2:,} "
+          f"(x{r2 / r1:.2f} for x{n2 / n1:.0f} messages; goal: flat)")
+
+
+async def live_latency(samples: int = 20) -> None:
+    with tempfile.TemporaryDirectory(prefix="feedlog-bench-live-") as tmp:
+        a, b = await Node.init(Path(tmp) / "a"), await Node.init(Path(tmp) / "b")
+        await a.follow(b.id)
+        await b.follow(a.id)
+        ra, rb = Replicator(a), Replicator(b)
+        server = await ra.serve("127.0.0.1", 0)
+        addr = Address("127.0.0.1", server.sockets[0].getsockname()[1], a.id)
+        task = asyncio.create_task(rb.connect(addr, live=True))
+        while not rb.links or not all(link.caught_up.is_set() for link in rb.links):
+            await asyncio.sleep(0.01)
+        arrived: asyncio.Queue[float] = asyncio.Queue()
+        b.listeners.append(lambda msgs: arrived.put_nowait(time.perf_counter()))
+        lat = []
+        for i in range(samples):
+            t = time.perf_counter()
+            await a.publish(f"ping {i}")
+            lat.append(await asyncio.wait_for(arrived.get(), 5) - t)
+        task.cancel()
+        server.close()
+        await a.close()
+        await b.close()
+    print(f"live push A -> B: median {statistics.median(lat) * 1000:.1f} ms, max "
+          f"{max(lat) * 1000:.1f} ms over {samples} messages (goal < 1000 ms)")
+
+
+async def run(args: argparse.Namespace) -> None:
+    await live_latency()
+    await reconnect(10_000)
+    await initial_sync(args.messages, args.rounds)
+    await memory(args.messages, 10)

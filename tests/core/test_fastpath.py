@@ -1,0 +1,272 @@
+"""The fast decoders agree with the reference decoders: same acceptance, same value, same code.
+
+``encoding.decode_strict`` and ``validate.decode_message`` try a hand-written parser first and
+fall back to the reference path (``*_reference``) for anything it cannot prove canonical. The
+danger is a fast path that accepts what the reference rejects, or returns a different value; so
+besides comparing outcomes, these tests check the fast parsers directly on every input, and that
+they really are taken for ordinary messages (otherwise agreement would be trivial).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feedlog.core import encoding
+from feedlog.core.crypto import sha256
+from feedlog.core.errors import InvalidMessage
+from feedlog.core.ids import FeedId, MsgId
+from feedlog.core.message import (
+    CONTENT_TAG,
+    MAX_MESSAGE_SIZE,
+    FeedState,
+    create,
+    encode_header,
+    encode_message,
+)
+from feedlog.core.validate import _parse_fast, decode_message, decode_message_reference
+from tests.conftest import keypair
+
+values: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64 - 1) | st.binary(max_size=30)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=4),
+    max_leaves=10,
+)
+
+
+def typed(v: Any) -> Any:
+    """A form of ``v`` where True and 1 (and dict key order) are told apart."""
+    if isinstance(v, dict):
+        return ("map", [(k, typed(x)) for k, x in v.items()])
+    if isinstance(v, list):
+        return ("array", [typed(x) for x in v])
+    return (type(v).__name__, v)
+
+
+def outcome_value(fn: Any, data: bytes) -> tuple[Any, ...]:
+    try:
+        return ("ok", typed(fn(data)))
+    except InvalidMessage as exc:
+        return ("error", exc.code, exc.fatal)
+
+
+def fast_value(data: bytes) -> tuple[bool, Any]:
+    """Whether the fast parser alone accepts ``data``, and its value."""
+    try:
+        value, end = encoding._parse_item(data, 0, 0)
+    except (encoding._NotProven, IndexError, UnicodeDecodeError):
+        return False, None
+    return end == len(data), value
+
+
+def check_value(data: bytes) -> None:
+    ref = outcome_value(encoding.decode_strict_reference, data)
+    assert outcome_value(encoding.decode_strict, data) == ref
+    accepted, value = fast_value(data)
+    if accepted:  # the fast path may decline a valid input, never accept an invalid one
+        assert ref == ("ok", typed(value))
+
+
+def mutations(data: bytes, pos: int, byte: int, cut: int) -> list[bytes]:
+    pos %= len(data) + 1
+    out = [data[:pos] + bytes([byte]) + data[pos:], data[:pos] + data[pos + cut:]]
+    if pos < len(data):
+        out.append(data[:pos] + bytes([byte]) + data[pos + 1:])
+        out.append(data[:pos] + bytes([data[pos] ^ (1 << (byte % 8))]) + data[pos + 1:])
+    return out
+
+
+@given(values)
+@settings(max_examples=300, deadline=None)
+def test_canonical_values_take_the_fast_path(v: Any) -> None:
+    data = encoding.encode(v)
+    accepted, value = fast_value(data)
+    assert accepted and value == v
+    assert typed(value) == typed(encoding.decode_strict_reference(data))  # canonical key order
+    check_value(data)
+
+
+@given(values, st.integers(0, 400), st.integers(0, 255), st.integers(1, 3))
+@settings(max_examples=600, deadline=None)
+def test_mutated_values_agree(v: Any, pos: int, byte: int, cut: int) -> None:
+    for data in mutations(encoding.encode(v), pos, byte, cut):
+        check_value(data)
+
+
+@given(st.binary(max_size=48))
+@settings(max_examples=600, deadline=None)
+def test_random_bytes_agree(data: bytes) -> None:
+    check_value(data)
+
+
+def test_known_non_canonical_forms_decline_the_fast_path() -> None:
+    for hexdata in ["1801", "0102", "9f01ff", "c24101", "a2616101616102", "f93c00", "f7",
+                    "a10101", "5f4101ff", "a2617a01616101", "62c328", "7f6161ff", "d81c81d81d00",
+                    "c2430100001a", "3817", "790001"]:
+        data = bytes.fromhex(hexdata)
+        assert not fast_value(data)[0], hexdata
+        check_value(data)
+
+
+# --- whole messages ------------------------------------------------------------------------
+
+def outcome_message(fn: Any, raw: bytes) -> tuple[Any, ...]:
+    try:
+        m = fn(raw)
+    except InvalidMessage as exc:
+        return ("error", exc.code, exc.fatal)
+    return ("ok", m.raw, m.id, m.header, m.signature, m.author, m.seq, m.previous, m.timestamp,
+            m.content_size, m.content_hash, m.content, typed(m.value))
+
+
+def check_message(raw: bytes) -> None:
+    ref = outcome_message(decode_message_reference, raw)
+    assert outcome_message(decode_message, raw) == ref
+    try:
+        fast = _parse_fast(raw)
+    except IndexError:
+        fast = None
+    except InvalidMessage:  # content errors come from check_content with the reference code
+        fast = None
+    if fast is not None:
+        assert ref == outcome_message(lambda _: fast, raw)
+
+
+INTS = st.sampled_from([0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1,
+                        2**63, 2**64 - 1, MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE + 1])
+
+
+def head(major: int, n: int, wide: int) -> bytes:
+    """A CBOR head for ``n``, in its shortest form (wide=0) or up to 3 sizes wider."""
+    sizes = [(24, 0, 0), (0x100, 24, 1), (0x10000, 25, 2), (0x100000000, 26, 4),
+             (2**64, 27, 8)]
+    i = next(k for k, (lim, _, _) in enumerate(sizes) if n < lim)
+    i = min(i + wide, len(sizes) - 1)
+    if i == 0:
+        return bytes([major << 5 | n])
+    _, ai, width = sizes[i]
+    return bytes([major << 5 | ai]) + n.to_bytes(width, "big")
+
+
+@st.composite
+def uint_item(draw: st.DrawFn, n: int, odd: bool) -> bytes:
+    form = draw(st.sampled_from(["wide", "bignum", "negative"])) if odd else "canonical"
+    if form == "wide":
+        return head(0, n, draw(st.integers(1, 3)))
+    if form == "bignum":  # tag 2 with the big-endian bytes
+        body = n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big")
+        return b"\xc2" + head(2, len(body), 0) + body
+    if form == "negative":
+        return head(1, n, 0)
+    return head(0, n, 0)
+
+
+@st.composite
+def bstr_item(draw: st.DrawFn, data: bytes, odd: bool) -> bytes:
+    form = draw(st.sampled_from(["wide", "indefinite", "text"])) if odd else "canonical"
+    if form == "wide":
+        return head(2, len(data), draw(st.integers(1, 3))) + data
+    if form == "indefinite":
+        return b"\x5f" + head(2, len(data), 0) + data + b"\xff"
+    if form == "text":
+        return head(3, len(data), 0) + data
+    return head(2, len(data), 0) + data
+
+
+FAULTS = ["version", "author", "seq", "previous", "timestamp", "size", "digest", "count",
+          "header", "header-tail", "signature", "content", "outer", "trailing", "body"]
+
+
+@st.composite
+def built_messages(draw: st.DrawFn) -> bytes:
+    """Messages assembled field by field: mostly right, with up to two fields made odd (an edge
+    value, a wrong length or type, or a non-canonical encoding of the right value)."""
+    k = keypair("fastpath")
+    odd = draw(st.sets(st.sampled_from(FAULTS), max_size=2))
+
+    def pick(field: str, right: Any, wrong: st.SearchStrategy[Any]) -> Any:
+        return draw(wrong) if field in odd and draw(st.booleans()) else right
+
+    def enc(field: str) -> bool:  # make the encoding of this field odd?
+        return field in odd and draw(st.booleans())
+
+    body = draw(st.one_of(
+        st.builds(lambda t: encoding.encode({"type": "post", "text": t}), st.text(max_size=40)),
+        values.map(encoding.encode),
+    ))
+    body = pick("body", body, st.binary(max_size=20))
+    seq = pick("seq", draw(st.integers(1, 3)), INTS)
+    previous = None if seq == 1 else bytes(range(32))
+    previous = pick("previous", previous, st.sampled_from([None, bytes(31), bytes(33)]))
+    size = pick("size", len(body), INTS)
+    digest = pick("digest", sha256(CONTENT_TAG, body), st.sampled_from([bytes(32), bytes(33)]))
+    author = pick("author", k.public, st.sampled_from([k.public[:31], k.public + b"\x00"]))
+    timestamp = pick("timestamp", 1_700_000_000_000, INTS)
+    items = [draw(uint_item(pick("version", 1, st.sampled_from([0, 2, 24])), enc("version"))),
+             draw(bstr_item(author, enc("author"))),
+             draw(uint_item(seq, enc("seq"))),
+             b"\xf6" if previous is None else draw(bstr_item(previous, enc("previous"))),
+             draw(uint_item(timestamp, enc("timestamp"))),
+             draw(uint_item(size, enc("size"))),
+             draw(bstr_item(digest, enc("digest")))]
+    count = pick("count", 7, st.sampled_from([6, 8]))
+    items = [*items, b"\x00"][:count]
+    header = head(4, count, 1 if enc("count") else 0) + b"".join(items)
+    header += pick("header-tail", b"", st.sampled_from([b"\x00", b"\xf6"]))
+    signature = pick("signature", bytes(range(64)), st.sampled_from([bytes(63), bytes(65)]))
+    content_item = draw(st.one_of(bstr_item(body, enc("content")), st.just(b"\xf6")))
+    outer: bytes = pick("outer", b"\x83", st.sampled_from([b"\x98\x03", b"\x84", b"\x82"]))
+    raw = (outer + draw(bstr_item(header, enc("header")))
+           + draw(bstr_item(signature, enc("signature"))) + content_item)
+    if outer == b"\x84":
+        raw += b"\xf6"
+    if outer == b"\x82":
+        raw = raw[: -len(content_item)]
+    tail: bytes = pick("trailing", b"", st.sampled_from([b"\x00", b"\xf6"]))
+    return raw + tail
+
+
+@given(built_messages())
+@settings(max_examples=600, deadline=None)
+def test_built_messages_agree(raw: bytes) -> None:
+    check_message(raw)
+
+
+@given(st.text(max_size=60), st.integers(0, 2**63 - 1), st.integers(0, 5))
+@settings(max_examples=200, deadline=None)
+def test_ordinary_messages_take_the_fast_path(text: str, timestamp: int, seq: int) -> None:
+    k = keypair("fastpath")
+    state = FeedState(FeedId(k.public), seq, None if seq == 0 else MsgId(bytes(32)))
+    m = create(k, state, {"type": "post", "text": text, "n": seq}, timestamp)
+    assert _parse_fast(m.raw) == m == decode_message_reference(m.raw)
+    check_message(m.raw)
+    bare = encode_message(m.header, m.signature, None)  # content dropped
+    fast = _parse_fast(bare)
+    assert fast is not None and fast.content is None and fast.value is None
+    check_message(bare)
+
+
+@given(st.integers(0, 600), st.integers(0, 255), st.integers(1, 3), st.integers(1, 3))
+@settings(max_examples=800, deadline=None)
+def test_mutated_messages_agree(pos: int, byte: int, cut: int, seq: int) -> None:
+    k = keypair("fastpath")
+    state = FeedState(FeedId(k.public), seq - 1, None if seq == 1 else MsgId(bytes(32)))
+    m = create(k, state, {"type": "post", "text": "mutate me", "tags": ["a", 1]}, 1234567)
+    for raw in mutations(m.raw, pos, byte, cut):
+        check_message(raw)
+
+
+def test_header_fields_of_every_width() -> None:
+    k = keypair("fastpath")
+    body = encoding.encode({"type": "x"})
+    for n in (1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1):
+        header = encode_header(k.public, n, None if n == 1 else bytes(32), n, len(body),
+                               sha256(CONTENT_TAG, body))
+        raw = encode_message(header, bytes(64), body)
+        m = _parse_fast(raw)
+        assert m is not None and m.seq == n and m.timestamp == n
+        check_message(raw)

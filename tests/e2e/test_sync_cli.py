@@ -1,0 +1,128 @@
+"""`feedlog serve` and `feedlog sync` as real processes over 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_cli import FEEDLOG, js, run
+
+OTHER_KEY = "11" * 32
+
+
+class Server:
+    def __init__(self, home: Path, *extra: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
+        self.proc = subprocess.Popen(
+            [*FEEDLOG, "--home", str(home), *extra, "serve", "--host", "127.0.0.1",
+             "--port", "0", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout is not None
+        first = json.loads(self.proc.stdout.readline())
+        assert first["event"] == "serving", first
+        self.address: str = first["address"]
+        self.id: str = first["id"]
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def homes(tmp_path: Path) -> Iterator[tuple[Path, Path, Server]]:
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(a, "init")
+    run(b, "init")
+    js(a, "follow", js(b, "whoami")["id"])
+    js(b, "follow", js(a, "whoami")["id"])
+    server = Server(a)
+    yield a, b, server
+    if server.proc.poll() is None:
+        server.proc.kill()
+        server.proc.wait()
+
+
+def feed(home: Path, author: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = js(home, "feed", author)
+    return out
+
+
+def test_sync_both_ways_then_nothing(homes: tuple[Path, Path, Server]) -> None:
+    a, b, server = homes
+    aid, bid = server.id, js(b, "whoami")["id"]
+    for i in range(3):
+        js(a, "publish", f"from a {i}")
+    js(b, "publish", "from b")
+    res = js(b, "sync", server.address)
+    assert res["caught_up"] is True and res["error"] is None
+    assert res["peer"] == aid and res["remote"].startswith("127.0.0.1:")
+    # a: follow + 3 posts; b: follow + 1 post
+    assert (res["incoming"], res["outgoing"], res["added"], res["sent"]) == (4, 2, 4, 2)
+    assert res["bytes_in"] > 0 and res["bytes_out"] > 0 and res["seconds"] >= 0
+    assert feed(b, aid) == feed(a, aid) and len(feed(b, aid)) == 4
+    deadline = time.monotonic() + 10  # the server commits what b sent before saying synced
+    while len(feed(a, bid)) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert feed(a, bid) == feed(b, bid)
+    again = js(b, "sync", server.address)
+    assert again["caught_up"] and again["incoming"] == again["outgoing"] == 0
+    assert again["received"] == again["sent"] == 0
+    assert server.stop() == 0  # SIGTERM: a clean exit
+    assert "Traceback" not in (server.proc.stderr.read() if server.proc.stderr else "")
+
+
+def test_network_key_mismatch_and_bad_address(homes: tuple[Path, Path, Server]) -> None:
+    _, b, server = homes
+    p = run(b, "--network-key", OTHER_KEY, "sync", server.address, ok=False)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    # SHS: the server just hangs up on another network, so the client sees handshake-eof
+    assert len(lines) == 1 and lines[0].startswith("error[handshake-eof]")
+    assert "Traceback" not in p.stderr
+    p = run(b, "sync", "not an address", ok=False)
+    assert p.returncode != 0 and p.stderr.startswith("error[bad-address]")
+    assert "Traceback" not in p.stderr
+
+
+def test_live_sync_receives_while_connected(homes: tuple[Path, Path, Server],
+                                            tmp_path: Path) -> None:
+    """B stays connected live; a message that reaches the server (C syncs it in) is pushed
+    to B without a new sync."""
+    a, b, server = homes
+    c = tmp_path / "c"
+    run(c, "init")
+    cid = js(c, "whoami")["id"]
+    js(a, "follow", cid)  # B replicates C at two hops, through A's follow
+    server.stop()
+    server = Server(a)
+    env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
+    live = subprocess.Popen([*FEEDLOG, "--home", str(b), "sync", server.address, "--live"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while len(feed(b, server.id)) < 2:  # B caught up with A (its follow of B and of C)
+            assert live.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        post = js(c, "publish", "pushed live")
+        assert js(c, "sync", server.address)["caught_up"]
+        while post["id"] not in [m["id"] for m in feed(b, cid)]:
+            assert live.poll() is None, live.stderr.read() if live.stderr else ""
+            assert time.monotonic() < deadline, "the live push did not arrive"
+            time.sleep(0.1)
+    finally:
+        live.send_signal(signal.SIGINT)
+        try:
+            live.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            live.kill()
+            live.wait()
+        assert server.stop() == 0
