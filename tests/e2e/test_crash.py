@@ -114,7 +114,7 @@ async def _open_id(home: Path) -> str:
 
 
 SCENARIOS: list[Scenario] = [
-    Scenario("publish-stdin", lambda h: _feedlog(h, "publish", "--stdin"), (0.25, 0.7),
+    Scenario("publish-stdin", lambda h: _feedlog(h, "publish", "--stdin"), (0.25, 1.5),
              stdin=b"".join(b"post %d\n" % i for i in range(5000)), weight=6),
     Scenario("publish-loop", lambda h: _shell_loop(h, ("publish", "one more")), (0.2, 1.0),
              weight=4),
