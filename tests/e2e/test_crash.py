@@ -170,7 +170,7 @@ SCENARIOS: list[Scenario] = [
                                                   ("unfollow", FRIEND)), (0.2, 1.0), weight=4),
     Scenario("verify", lambda h: _feedlog(h, "verify"), (0.25, 0.6), template="large",
              weight=3),
-    Scenario("init", lambda h: _feedlog(h, "init"), (0.15, 0.45), template="", weight=3,
+    Scenario("init", lambda h: _feedlog(h, "init"), (0.25, 0.6), template="", weight=3,
              check=_check_init),
     Scenario("export", lambda h: _feedlog(h, "export", str(_stick(h))), (0.3, 0.9),
              template="large", prepare=_prepare_export, check=_check_export),
@@ -216,7 +216,8 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pa
         startup.append(time.monotonic() - started)
     # Windows are written for a start-up of ~0.33 s; on a slower or busier machine they
     # stretch, so that kills still land in the work rather than in Python's imports.
-    EXPECTED["scale"] = max(1.0, min(startup) / NOMINAL_STARTUP)
+    # (capped, so a loaded machine does not make the suite much longer)
+    EXPECTED["scale"] = min(1.6, max(1.0, min(startup) / NOMINAL_STARTUP))
     homes["stick"].mkdir()
     subprocess.run(_feedlog(homes["large"], "export", str(homes["stick"])), check=True,
                    capture_output=True, timeout=120)
