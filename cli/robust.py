@@ -12,7 +12,7 @@ from feedlog.core.errors import FeedlogError
 def register(app: typer.Typer) -> None:
     @app.command()
     def limits(json_out: JsonOpt = False) -> None:
-        """Show the resource limits in force (set them in HOME/config.toml, [limits])."""
+        """Show the resource limits in force (set them in the limits table of HOME/config.toml)."""
         try:
             values = limits_as_dict(load_limits(Ctx.home))
         except FeedlogError as exc:

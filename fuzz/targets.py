@@ -29,11 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from feedlog.core import encoding
+from feedlog.core import bundle, discovery, encoding, wire
 from feedlog.core.boxstream import BoxStreamReader, BoxStreamWriter
 from feedlog.core.content import check_content, interpret
 from feedlog.core.crypto import Keypair
-from feedlog.core.errors import FeedlogError, HandshakeError, ProtocolError
+from feedlog.core.errors import FeedlogError, HandshakeError, ProtocolError, RemoteError
 from feedlog.core.fork import decode_fork_proof, make_fork_proof
 from feedlog.core.group_content import (
     group_content,
@@ -318,6 +318,103 @@ def _decode_box(data: bytes) -> bytes:
     return bytes(plain)
 
 
+
+# --- replication frames -----------------------------------------------------------------------
+#
+# The input is a byte stream of frames, fed in one go to a FrameDecoder with the default limits;
+# it must end on a frame boundary (a shell treats a partial frame at EOF as truncation).
+
+
+def _frame_seeds() -> list[bytes]:
+    chain = _chain()
+    frames: list[wire.Frame] = [
+        wire.Hello(wire.VERSION, b"", True),
+        wire.Hello(wire.VERSION, bytes(range(32)), False),
+        wire.Notes(wire.MODE_FULL, True, (wire.Entry(ALICE.public, wire.make_note(5, True)),
+                                          wire.Entry(BOB.public, wire.NOTE_DONT_REPLICATE),
+                                          wire.Entry(bytes(32), wire.make_note(2, False), 2))),
+        wire.Msgs(tuple(m.raw for m in chain[:3])),
+        wire.Done(3), wire.Synced(), wire.Fork(_fork_seeds()[0]),
+        wire.Error("protocol-error", "bad frame"), wire.Ping(),
+    ]
+    one = [wire.encode_frame(f) for f in frames]
+    return [*one, b"".join(one)]
+
+
+def _decode_frames(data: bytes) -> tuple[wire.Frame, ...]:
+    decoder = wire.FrameDecoder()
+    frames = decoder.feed(data)
+    if not decoder.at_boundary():
+        raise ProtocolError("the stream ends inside a frame", code="truncated")
+    return tuple(frames)
+
+
+# --- bundles ----------------------------------------------------------------------------------
+#
+# "bundle-records": a segment file's bytes, scanned as final (damage is a rejection here; the
+# importer reports it per record). "bundle-summary": the summary file.
+
+
+def _segment_seeds() -> list[bytes]:
+    chain = _chain()
+    records = [bundle.encode_record(bundle.KIND_MESSAGE, m.raw) for m in chain]
+    records.append(bundle.encode_record(bundle.KIND_FORK, _fork_seeds()[0]))
+    return [records[0], b"".join(records)]
+
+
+def _decode_segment(data: bytes) -> tuple[tuple[int, bytes], ...]:
+    result = bundle.scan(data, final=True)
+    if result.damage:
+        raise RemoteError("damaged segment", code=result.damage[0].code)
+    return tuple((r.kind, r.body) for r in result.records)
+
+
+def _summary_seeds() -> list[bytes]:
+    chain = _chain()
+    a = FeedId(ALICE.public)
+    feeds = {a: bundle.FeedSummary(a, 1, len(chain), chain[-1].id, (
+        bundle.Extent(1, 0, 900, 1, 3), bundle.Extent(2, 0, 700, 4, len(chain))))}
+    forks = (bundle.ForkEntry(a, 3, 2, 700, 400),)
+    return [bundle.encode_summary(bundle.Summary.empty()),
+            bundle.encode_summary(bundle.Summary({1: 900, 2: 1100}, feeds, forks))]
+
+
+# --- discovery records ------------------------------------------------------------------------
+#
+# The input is ``port (2 bytes) || label length (1) || label || TXT`` where the TXT record is
+# ``key=value`` lines; it is opened with the fixed network key, as a node would open a record
+# found on the LAN.
+
+
+def _encode_announcement(port: int, label: str, txt: dict[str, str]) -> bytes:
+    lines = "\n".join(f"{k}={v}" for k, v in txt.items()).encode()
+    return port.to_bytes(2, "big") + bytes([len(label)]) + label.encode() + lines
+
+
+def _discovery_seeds() -> list[bytes]:
+    out = []
+    for i, (port, feed) in enumerate(((8008, ALICE.public), (1, BOB.public))):
+        label = discovery.instance_label(
+            hashlib.sha256(b"label%d" % i).digest()[: discovery.LABEL_RANDOM_SIZE])
+        nonce = hashlib.sha256(b"nonce%d" % i).digest()[:24]
+        txt = discovery.encode_record(NETWORK_KEY, label, FeedId(feed), port, nonce)
+        out.append(_encode_announcement(port, label, txt))
+    return out
+
+
+def _decode_discovery(data: bytes) -> tuple[bytes, int]:
+    if len(data) < 3 or len(data) < 3 + data[2]:
+        raise discovery.DiscoveryError("fuzz input too short", code="bad-discovery-record")
+    port = int.from_bytes(data[:2], "big")
+    label = data[3 : 3 + data[2]].decode("utf-8", errors="replace")
+    txt: dict[bytes, bytes | None] = {}
+    for line in data[3 + data[2] :].split(b"\n"):
+        key, eq, value = line.partition(b"=")
+        txt[key] = value if eq else None
+    ann = discovery.decode_record(NETWORK_KEY, label, txt, port)
+    return bytes(ann.feed), ann.port
+
+
 TARGETS: list[Target] = [
     Target("cbor", lambda d: encoding.decode_strict(d), _cbor_seeds, encoding.encode),
     Target("message", decode_message, _message_seeds, _canonical_message),
@@ -335,6 +432,13 @@ TARGETS: list[Target] = [
     Target("handshake", _decode_handshake, _handshake_seeds, lambda v: b"".join(v),
            authenticated=True),
     Target("box-stream", _decode_box, _box_seeds, bytes, authenticated=True),
+    Target("wire-frames", _decode_frames, _frame_seeds,
+           lambda fs: b"".join(wire.encode_frame(f) for f in fs)),
+    Target("bundle-records", _decode_segment, _segment_seeds,
+           lambda rs: b"".join(bundle.encode_record(k, b) for k, b in rs)),
+    Target("bundle-summary", bundle.decode_summary, _summary_seeds, bundle.encode_summary),
+    Target("discovery-record", _decode_discovery, _discovery_seeds,
+           lambda a: a[0] + a[1].to_bytes(2, "big"), authenticated=True),
 ]
 
 BY_NAME = {t.name: t for t in TARGETS}
