@@ -7,7 +7,6 @@ and Ed25519 signatures are deterministic.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
@@ -15,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from vectorfile import write_or_check
 
 from feedlog.bundle import export_bundle
 from feedlog.core import bundle as fmt
@@ -175,19 +176,7 @@ def build() -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--check", action="store_true", help="fail if the file on disk differs")
-    args = ap.parse_args()
-    text = build()
-    if args.check:
-        if not OUT.exists() or OUT.read_text(encoding="utf-8") != text:
-            print(f"{OUT} is out of date: run `make vectors` and commit it", file=sys.stderr)
-            return 1
-        print(f"{OUT.name}: up to date")
-        return 0
-    OUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check(OUT, build(), description=__doc__)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ draws them at random once per run.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from vectorfile import write_or_check
 
 from feedlog.core.crypto import Keypair
 from feedlog.core.discovery import (
@@ -109,18 +110,9 @@ def build() -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--check", action="store_true")
-    args = p.parse_args()
-    text = json.dumps(build(), indent=1) + "\n"
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} differs from the code: run make vectors", file=sys.stderr)
-            sys.exit(1)
-        return
-    OUT.write_text(text)
+def main() -> int:
+    return write_or_check(OUT, json.dumps(build(), indent=1) + "\n", description=__doc__)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,12 +7,13 @@ deliberate). Nothing here reads a clock or draws randomness: seeds and timestamp
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from vectorfile import write_or_check
 
 from feedlog.core import content, encoding
 from feedlog.core.crypto import Keypair
@@ -277,20 +278,7 @@ def build() -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--check", action="store_true", help="fail if the file on disk differs")
-    args = ap.parse_args()
-    text = build()
-    if args.check:
-        if not OUT.exists() or OUT.read_text(encoding="utf-8") != text:
-            print(f"{OUT} is out of date: run `make vectors` and commit it", file=sys.stderr)
-            return 1
-        print(f"{OUT.name}: up to date")
-        return 0
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check(OUT, build(), description=__doc__)
 
 
 if __name__ == "__main__":

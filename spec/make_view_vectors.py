@@ -13,7 +13,6 @@ newline).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from vectorfile import write_or_check
 
 from feedlog.core.view import (
     GroupMessage,
@@ -401,21 +402,9 @@ def render() -> str:
     return json.dumps(doc, sort_keys=True, indent=1) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        on_disk = OUT.read_text() if OUT.exists() else ""
-        if on_disk != text:
-            print(f"{OUT} is out of date: run python spec/make_view_vectors.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    return 0
+def main() -> int:
+    return write_or_check(OUT, render(), description=__doc__)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
