@@ -26,6 +26,7 @@ from feedlog.core.ids import FeedId, MsgId, feed_id_text
 from feedlog.core.message import FeedState, Message
 from feedlog.core.validate import decode_message
 from feedlog.core.view import GroupMessage, GroupRoot
+from feedlog.files import fsync_dir
 from feedlog.ingest import UNKNOWN, IngestReport
 from feedlog.node import Node
 from feedlog.store.base import ContactRow, FeedInfo, NoteTable, PeerRecord, Store
@@ -55,7 +56,7 @@ def bundle_dir(root: Path, *, create: bool = False) -> Path:
     except OSError as exc:
         raise LocalError(f"cannot create {path}: {exc.strerror}", code="bundle-unwritable") \
             from None
-    _fsync_dir(root)
+    fsync_dir(root)
     return path
 
 
@@ -97,19 +98,6 @@ def read_summary(listing: Listing) -> tuple[fmt.Summary, str | None]:
         return fmt.Summary.empty(), exc.code
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows: folders cannot be opened; rename is the best there is
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_file(bdir: Path, tmp_name: str, final_name: str, data: Iterable[bytes]) -> int:
     tmp = bdir / tmp_name
     size = 0
@@ -120,7 +108,7 @@ def _write_file(bdir: Path, tmp_name: str, final_name: str, data: Iterable[bytes
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, bdir / final_name)
-    _fsync_dir(bdir)
+    fsync_dir(bdir)
     return size
 
 
@@ -244,7 +232,7 @@ def _cut_torn_tails(bdir: Path, listing: Listing, torn: dict[int, int]) -> None:
 
             _write_file(bdir, fmt.segment_tmp_name(seg), path.name, chunks())
         listing.sizes[seg] = good
-    _fsync_dir(bdir)
+    fsync_dir(bdir)
 
 
 class _SegmentWriter:
@@ -291,7 +279,7 @@ class _SegmentWriter:
         self.f = None
         os.replace(self.bdir / fmt.segment_tmp_name(self.number),
                    self.bdir / fmt.segment_name(self.number))
-        _fsync_dir(self.bdir)
+        fsync_dir(self.bdir)
         self.done[self.number] = self.size
 
     def abort(self) -> None:
@@ -323,7 +311,7 @@ async def _export(node: Node, bdir: Path, feeds: Iterable[FeedId] | None,
     for t in listing.tmp:
         t.unlink()
     if listing.tmp:
-        _fsync_dir(bdir)
+        fsync_dir(bdir)
     summary, problem = read_summary(listing)
     if problem is None and dict(summary.segments) != listing.sizes:
         problem = "summary-mismatch"

@@ -17,6 +17,7 @@ import platformdirs
 from feedlog.core.crypto import Keypair
 from feedlog.core.errors import LocalError, StoreError
 from feedlog.core.ids import feed_id_text
+from feedlog.files import fsync_dir
 
 KEY_FILE = "secret.json"
 DB_FILE = "feedlog.sqlite3"
@@ -60,7 +61,7 @@ def write_key(path: Path, keys: Keypair, *, overwrite: bool = False) -> None:
                 os.link(tmp, path)  # atomic and, unlike rename, refuses an existing file
             finally:
                 tmp.unlink(missing_ok=True)
-        _sync_dir(path.parent)
+        fsync_dir(path.parent)
     except FileExistsError:
         raise LocalError(f"{path} already exists; refusing to overwrite a key",
                          code="key-exists") from None
@@ -70,19 +71,6 @@ def write_key(path: Path, keys: Keypair, *, overwrite: bool = False) -> None:
             raise StoreError(f"disk full while writing {path}; no key was written",
                              code="disk-full") from None
         raise LocalError(f"cannot write {path}: {exc.strerror}", code="home-unwritable") from None
-
-
-def _sync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not every platform opens directories; the file itself is synced
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_key(path: Path) -> Keypair:
