@@ -40,8 +40,9 @@ def register(app: typer.Typer) -> None:
     app.command()(sync)
 
 
-def _config() -> NetConfig:
-    return NetConfig(network_key=Ctx.network_key)
+def _config(node: Node) -> NetConfig:
+    """The node's limits (config.toml) with the network key chosen on the command line."""
+    return NetConfig.from_limits(node.limits, network_key=Ctx.network_key)
 
 
 def _local_ip() -> str:
@@ -83,9 +84,10 @@ def serve(
     ping_interval: Annotated[float, typer.Option(
         "--ping-interval", min=0.1, hidden=True,
         help="Live sessions ping this often (s).")] = NetConfig.ping_interval,
-    idle_timeout: Annotated[float, typer.Option(
+    idle_timeout: Annotated[float | None, typer.Option(
         "--idle-timeout", min=0.2, hidden=True,
-        help="A live peer silent this long is dropped (s).")] = NetConfig.idle_timeout,
+        help="A live peer silent this long is dropped (s; default: the home's limits).")]
+    = None,
 ) -> None:
     """Accept peers and replicate with them live, until interrupted (Ctrl-C).
 
@@ -99,12 +101,15 @@ def serve(
         sys.stdout.flush()
 
     async def go() -> None:
-        if idle_timeout <= ping_interval:
-            raise LocalError("--idle-timeout must be longer than --ping-interval",
-                             code="bad-timeout")
         node = await Node.open(Ctx.home)
-        cfg = _config()
-        cfg.ping_interval, cfg.idle_timeout = ping_interval, idle_timeout
+        cfg = _config(node)
+        cfg.ping_interval = ping_interval
+        if idle_timeout is not None:
+            cfg.idle_timeout = idle_timeout
+        if cfg.idle_timeout <= cfg.ping_interval:
+            await node.close()
+            raise LocalError("the idle timeout must be longer than --ping-interval",
+                             code="bad-timeout")
         rep = Replicator(node, cfg)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -231,7 +236,7 @@ def sync(
 
     async def go() -> SyncResult:
         node = await Node.open(Ctx.home)
-        rep = Replicator(node, _config())
+        rep = Replicator(node, _config(node))
         try:
             await note_seen(node.store, addr.feed, addr.host, addr.port, "manual")
             await note_state(node.store, addr.feed, "connecting")

@@ -290,9 +290,12 @@ class _SegmentWriter:
 
 async def export_bundle(node: Node, root: Path, feeds: Iterable[FeedId] | None = None, *,
                         progress: Progress | None = None,
-                        segment_max: int = fmt.SEGMENT_MAX) -> ExportReport:
+                        segment_max: int | None = None) -> ExportReport:
     """Write what the bundle in ``root/feedlog`` lacks of ``feeds`` (default: this node's own
-    and replicated feeds) and every fork proof this node holds."""
+    and replicated feeds) and every fork proof this node holds. Segments are cut at
+    ``segment_max`` bytes (default: the node's ``bundle_segment_size`` limit)."""
+    if segment_max is None:
+        segment_max = node.limits.bundle_segment_size
     if not 1024 <= segment_max <= fmt.FILE_LIMIT - fmt.MAX_RECORD:
         raise LocalError(f"segment size {segment_max} out of range", code="bad-segment-size")
     bdir = bundle_dir(root, create=True)

@@ -34,17 +34,18 @@ GiB = 1024 * MiB
 class Limits:
     """Resource limits of one node. Sizes are bytes, timeouts seconds."""
 
-    max_frame_size: int = 1 * MiB
-    """Largest replication frame accepted from a peer (a batch of messages or a vector)."""
+    max_frame_size: int = 256 * KiB
+    """Largest replication frame accepted from a peer (spec/replication.md §5.1: a sender
+    never sends more than 256 KiB, so raising it only helps with other implementations)."""
     max_vector_entries: int = 65_536
     """Most feeds in one vector (the "what I have" note) a peer may send."""
-    max_concurrent_peers: int = 32
+    max_concurrent_peers: int = 64
     """Most peer connections served at once; further connections are refused."""
     per_peer_buffered_bytes: int = 4 * MiB
     """Most bytes received from one peer and not yet stored (back-pressure beyond that)."""
     handshake_timeout: float = 10.0
     """A peer must finish the secret handshake within this time (slow-loris)."""
-    idle_timeout: float = 120.0
+    idle_timeout: float = 90.0
     """A connection on which nothing arrives for this long is closed."""
     bundle_segment_size: int = 64 * MiB
     """Size at which an exported bundle starts a new segment file."""

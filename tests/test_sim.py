@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from feedlog.core.wire import Entry
 from tests.sim import SimFailure, World
 
 
@@ -95,3 +96,16 @@ def test_simulator_catches_a_broken_session() -> None:
             w.check_converged()
     finally:
         rep.Session._begin = original  # type: ignore[method-assign]
+
+
+def test_a_vector_larger_than_the_limit_closes_the_session() -> None:
+    from feedlog.core import replication as rep
+    from feedlog.core.wire import MODE_FULL, Hello, Notes
+
+    s = rep.Session(mine={}, seqs={}, max_entries=2)
+    s.start()
+    s.receive(Hello(1, b"", False))
+    entries = tuple(Entry(bytes([i]) * 32, 0) for i in range(1, 4))
+    out = s.receive(Notes(MODE_FULL, True, entries))
+    assert out == [rep.Close("too-many-notes", "the peer's vector holds more than 2 feeds")]
+    assert s.closed

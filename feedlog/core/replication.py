@@ -156,6 +156,7 @@ class Session:
     sent_base: Table = field(default_factory=dict)
     recv_base: Table = field(default_factory=dict)
     live: bool = False
+    max_entries: int = 65_536  # most feeds the peer's vector may hold (Limits)
 
     theirs: Table = field(default_factory=dict)
     peer_has: dict[FeedId, int] = field(default_factory=dict)
@@ -263,6 +264,7 @@ class Session:
             if not self._notes_done:
                 raise ProtocolError("an update before the vector", code="unexpected-frame")
             apply_entries(self.theirs, notes.entries)
+            self._check_size()
             apply_entries(self.recv_base, notes.entries)
             out: list[Effect] = [SaveBaseline("recv", dict(self.recv_base))]
             for e in notes.entries:
@@ -286,11 +288,17 @@ class Session:
         elif notes.mode != self._notes_mode:
             raise ProtocolError("vector frames of mixed modes", code="bad-frame")
         apply_entries(self.theirs, notes.entries)
+        self._check_size()
         if not notes.last:
             return []
         self._notes_done = True
         self.recv_base = dict(self.theirs)
         return [SaveBaseline("recv", dict(self.recv_base)), *self._begin()]
+
+    def _check_size(self) -> None:
+        if len(self.theirs) > self.max_entries:
+            raise ProtocolError(f"the peer's vector holds more than {self.max_entries} feeds",
+                                code="too-many-notes")
 
     def _begin(self) -> list[Effect]:
         """Both vectors known: plan, send fork proofs the peer lacks, stream, then DONE."""

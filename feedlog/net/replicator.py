@@ -15,7 +15,9 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from feedlog.config import Limits
 from feedlog.core import replication as rp
 from feedlog.core.content import CONTACT_TYPES
 from feedlog.core.errors import FeedlogError, InvalidMessage, LocalError, ProtocolError
@@ -23,7 +25,6 @@ from feedlog.core.fork import decode_fork_proof
 from feedlog.core.ids import FeedId, feed_id_text
 from feedlog.core.message import Message
 from feedlog.core.wire import (
-    MAX_FRAME_SIZE,
     Entry,
     Error,
     Fork,
@@ -47,17 +48,30 @@ from feedlog.node import Node
 BENIGN = frozenset({"fork", "wrong-previous", "feed-forked", "feed-refused"})
 
 
+_DEFAULTS = Limits()
+
+
 @dataclass
 class NetConfig:
+    """Replication settings; ``from_limits`` takes the node's configured Limits
+    (feedlog/config.py), the one place the defaults live."""
+
     network_key: bytes = DEFAULT_NETWORK_KEY
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = _DEFAULTS.handshake_timeout
     connect_timeout: float = 10.0
     stall_timeout: float = 30.0  # no frame while the catch-up is still due
-    idle_timeout: float = 90.0  # live: no frame at all (the peer pings every ping_interval)
+    idle_timeout: float = _DEFAULTS.idle_timeout  # live: no frame at all (peers ping)
     ping_interval: float = 30.0
-    max_frame: int = MAX_FRAME_SIZE
-    max_peers: int = 64
+    max_frame: int = _DEFAULTS.max_frame_size
+    max_entries: int = _DEFAULTS.max_vector_entries
+    max_peers: int = _DEFAULTS.max_concurrent_peers
     range_batch: int = 1000  # messages read from the store per query when streaming
+
+    @classmethod
+    def from_limits(cls, limits: Limits, **overrides: Any) -> NetConfig:
+        return cls(handshake_timeout=limits.handshake_timeout, idle_timeout=limits.idle_timeout,
+                   max_frame=limits.max_frame_size, max_entries=limits.max_vector_entries,
+                   max_peers=limits.max_concurrent_peers, **overrides)
 
 
 @dataclass
@@ -123,7 +137,8 @@ class Link:
             self._saved[d] = {f: Entry(f, n, k)
                               for f, (n, k) in (await store.peer_notes(self.peer, d)).items()}
         s = rp.Session(mine=mine, seqs=seqs, sent_base=dict(self._saved["sent"]),
-                       recv_base=dict(self._saved["recv"]), live=self.live)
+                       recv_base=dict(self._saved["recv"]), live=self.live,
+                       max_entries=self.rep.config.max_entries)
         self.session = s
         self._ingestor = self.node.ingestor(allowed=s.accepts, on_append=self._committed)
         self.rep.links.add(self)
@@ -399,7 +414,7 @@ class Replicator:
 
     def __init__(self, node: Node, config: NetConfig | None = None) -> None:
         self.node = node
-        self.config = config or NetConfig()
+        self.config = config or NetConfig.from_limits(node.limits)
         self.links: set[Link] = set()
         self.blocked: frozenset[FeedId] = frozenset()
         self.finished: list[SyncResult] = []
