@@ -173,7 +173,7 @@ def serve(
                 await lan_sync.stop()
             server.close()
             for link in list(rep.links):
-                link._fail("shutting-down", "the server is shutting down")
+                link.fail("shutting-down", "the server is shutting down")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 5)
             rep.close()

@@ -147,7 +147,7 @@ class Link:
             self._dispatch(s.start())
             await self._reader()
         except FeedlogError as exc:
-            self._fail(exc.code, exc.message, tell_peer=not isinstance(exc, LocalError))
+            self.fail(exc.code, exc.message, tell_peer=not isinstance(exc, LocalError))
         finally:
             self.rep.links.discard(self)
             self._out.put_nowait(_Finish())
@@ -193,12 +193,12 @@ class Link:
                 if self._ended.is_set():
                     return
                 code = "peer-timeout" if s.caught_up else "peer-stalled"
-                self._fail(code, f"nothing from the peer for {timeout:g} s")
+                self.fail(code, f"nothing from the peer for {timeout:g} s")
                 return
             frames = recv.result()  # raises ProtocolError for a broken stream
             if frames is None:
                 if not s.caught_up:
-                    self._fail("peer-hung-up", "the peer closed before both sides caught up",
+                    self.fail("peer-hung-up", "the peer closed before both sides caught up",
                                tell_peer=False)
                 return
             for frame in frames:
@@ -257,7 +257,8 @@ class Link:
             self._confirm = asyncio.get_running_loop().create_task(
                 self.node.own_head_confirmed())
 
-    def _fail(self, code: str, message: str, *, tell_peer: bool = True) -> None:
+    def fail(self, code: str, message: str, *, tell_peer: bool = True) -> None:
+        """End this connection with ``code`` (sent to the peer in an ERROR frame)."""
         if self.session is None or self.session.closed:
             self._ended.set()
             return
@@ -288,7 +289,7 @@ class Link:
             if n > self._seen_codes.get(code, 0) and code not in BENIGN:
                 self._seen_codes = dict(codes)
                 self.result.rejected = dict(codes)
-                self._fail(code, f"the peer sent an invalid message ({code})")
+                self.fail(code, f"the peer sent an invalid message ({code})")
                 return
         self._seen_codes = dict(codes)
         self.result.rejected = dict(codes)
@@ -303,7 +304,7 @@ class Link:
         try:
             proof = decode_fork_proof(raw)
         except InvalidMessage as exc:
-            self._fail("bad-fork-proof", f"the peer sent an invalid fork proof ({exc.code})")
+            self.fail("bad-fork-proof", f"the peer sent an invalid fork proof ({exc.code})")
             return
         assert self.session is not None
         if proof.author not in self.session.mine:
@@ -344,7 +345,7 @@ class Link:
                     await self.channel.send_frames(pending)
                     pending = []
                 if isinstance(item, _Finish):
-                    await self._goodbye()
+                    await self.channel.say_goodbye()
                     return
                 if isinstance(item, rp.SendRange):
                     await self._send_range(item)
@@ -358,22 +359,13 @@ class Link:
                     if item.tell_peer:
                         with contextlib.suppress(FeedlogError):
                             await self.channel.send(Error(item.code, item.message[:500]))
-                    await self._goodbye()
+                    await self.channel.say_goodbye()
                     return
             except ProtocolError as exc:  # the connection is gone
                 if self.result.error is None:
                     self.result.error, self.result.message = exc.code, exc.message
                 self._ended.set()
                 return
-
-    async def _goodbye(self) -> None:
-        with contextlib.suppress(Exception):
-            ch = self.channel
-            if not ch._enc.closed and not ch.writer.is_closing():
-                data = ch._enc.goodbye()
-                ch.counters.bytes_out += len(data)
-                ch.writer.write(data)
-                await asyncio.wait_for(ch.writer.drain(), 5)
 
     async def _send_range(self, r: rp.SendRange) -> None:
         step = self.rep.config.range_batch

@@ -132,15 +132,19 @@ class Channel:
                 return None
             self._pending += data
 
-    async def close(self, *, goodbye: bool = True) -> None:
-        try:
-            if goodbye and not self._enc.closed and not self.writer.is_closing():
+    async def say_goodbye(self) -> None:
+        """Send the box-stream goodbye (once); the socket stays open for the peer's."""
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError, FeedlogError):
+            if not self._enc.closed and not self.writer.is_closing():
                 data = self._enc.goodbye()
                 self.counters.bytes_out += len(data)
                 self.writer.write(data)
                 await asyncio.wait_for(self.writer.drain(), 5)
-        except (ConnectionError, OSError, TimeoutError, FeedlogError):
-            pass
+
+    async def close(self, *, goodbye: bool = True) -> None:
+        try:
+            if goodbye:
+                await self.say_goodbye()
         finally:
             await close_writer(self.writer)
 
