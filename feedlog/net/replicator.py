@@ -45,6 +45,8 @@ from feedlog.net.transport import (
 from feedlog.node import Node
 
 # ingest outcomes that are facts about an author, not misbehaviour of the peer that relayed them
+MSGS_FRAME_SIZE = 240 * 1024  # below MAX_FRAME (256 KiB); big batches feed the verify pool well
+
 BENIGN = frozenset({"fork", "wrong-previous", "feed-forked", "feed-refused"})
 
 
@@ -374,7 +376,7 @@ class Link:
             raws = await self.node.store.range(r.feed, first, last)
             if not raws:
                 return
-            await self.channel.send_frames(msgs_frames(raws))
+            await self.channel.send_frames(msgs_frames(raws, max_size=MSGS_FRAME_SIZE))
             self.result.sent += len(raws)
             self._progress()
             if len(raws) < last - first + 1:

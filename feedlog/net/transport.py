@@ -22,7 +22,7 @@ from feedlog.core.wire import MAX_FRAME_SIZE, Frame, FrameDecoder, encode_frame
 DEFAULT_NETWORK_KEY = bytes.fromhex(
     "268998bb20e475062a153f57dd69e1d1b7275b55e8df11a1c0dd45f7e327a2dd")
 DEFAULT_PORT = 8765
-READ_SIZE = 64 * 1024
+READ_SIZE = 256 * 1024
 
 
 def parse_network_key(text: str) -> bytes:
