@@ -87,7 +87,7 @@ class World:
         self.log(f"publish p{i} -> seq {p.held[p.id]}")
         self.advanced(i, p.id, p.held[p.id])
 
-    def advanced(self, i: int, feed: FeedId, seq: int, skip: Conn | None = None) -> None:
+    def advanced(self, i: int, feed: FeedId, seq: int) -> None:
         for c in self.conns:
             if c.open and i in c.sessions:
                 self.run(c, i, c.sessions[i].local_advanced(feed, seq))
@@ -156,8 +156,6 @@ class World:
             elif isinstance(e, rep.CaughtUp):
                 c.caught_up.add(me)
                 self.log(f"p{me} caught up with p{to}")
-                if not s.both_live:
-                    pass  # a one-shot sync: the connection would close after goodbyes
             elif isinstance(e, rep.Close):
                 raise SimFailure(f"p{me} closed the connection to p{to}: {e.code} {e.message}")
             elif isinstance(e, (rep.Plan, rep.SendForks, rep.RecordFork)):

@@ -311,9 +311,8 @@ class Link:
         assert self.session is not None
         if proof.author not in self.session.mine:
             return  # not a feed we replicate: not our business
-        if await self.node.store.record_fork(proof):
+        if await self.node.record_fork(proof):
             self.result.forks += 1
-            self.node._heads.pop(proof.author, None)
             self.rep.fork_found(proof.author)
 
     # --- writing -----------------------------------------------------------------------------
@@ -459,7 +458,8 @@ class Replicator:
         self._schedule_recompute()
 
     def fork_found(self, feed: FeedId) -> None:
-        del feed
+        """A fork proof for ``feed`` was stored: every link's notes for it change."""
+        self.node.forget_heads([feed])
         self._schedule_recompute()
 
     def _schedule_recompute(self) -> None:
