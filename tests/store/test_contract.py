@@ -228,6 +228,9 @@ async def test_sqlite_peer_book_persists_and_old_stores_gain_the_table(tmp_path:
     await s.close()
     s = await SqliteStore.open(p)
     assert [r.last_seen for r in await s.peers()] == [7]
+    await s.close()
+
+
 # --- the group index (store/groups.py) ------------------------------------------------------
 
 
