@@ -318,7 +318,6 @@ class Link:
     # --- writing -----------------------------------------------------------------------------
 
     async def _writer(self) -> None:
-        cfg = self.rep.config
         pending: list[bytes] = []
         while True:
             try:
@@ -328,10 +327,8 @@ class Link:
                     await self.channel.send_frames(pending)
                     pending = []
                     continue
-                live = self.session is not None and self.session.both_live
                 try:
-                    item = await asyncio.wait_for(self._out.get(),
-                                                  cfg.ping_interval if live else None)
+                    item = await asyncio.wait_for(self._out.get(), self._ping_every())
                 except TimeoutError:
                     await self.channel.send_frames([encode_frame(Ping())])
                     continue
@@ -367,6 +364,18 @@ class Link:
                     self.result.error, self.result.message = exc.code, exc.message
                 self._ended.set()
                 return
+
+    def _ping_every(self) -> float | None:
+        """How long the writer may stay silent: the ping interval once live, and a third of
+        the stall timeout before caught up, so a peer streaming a long catch-up to us while we
+        store it does not take us for stalled (spec/replication.md §9.3)."""
+        s, cfg = self.session, self.rep.config
+        if s is None:
+            return None
+        every = cfg.ping_interval if s.both_live else None
+        if not s.caught_up:
+            every = min(every or cfg.stall_timeout, cfg.stall_timeout / 3)
+        return every
 
     async def _send_range(self, r: rp.SendRange) -> None:
         step = self.rep.config.range_batch

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from feedlog.core.ids import FeedId
+from feedlog.core.message import Message
 from feedlog.net.replicator import NetConfig, Replicator
 from feedlog.net.transport import Address
 from feedlog.node import Node
@@ -124,3 +125,25 @@ async def test_replication_takes_the_homes_limits(tmp_path: Path) -> None:
     assert (cfg.max_frame, cfg.max_peers, cfg.max_entries, cfg.handshake_timeout) == (
         65536, 3, 100, 2.5)
     await node.close()
+
+
+async def test_slow_receiver_is_not_taken_for_stalled(pair: tuple[Node, Node]) -> None:
+    """B stores A's catch-up for longer than the stall timeout and has nothing to send
+    meanwhile: it pings, so A does not end the connection as peer-stalled (a 1M sync takes
+    minutes, the stall timeout is 30 s)."""
+    a, b = pair
+    await a.publish_many([f"a{i}" for i in range(300)])
+    cfg = NetConfig(stall_timeout=0.6)
+    srv = await serve(a, NetConfig(stall_timeout=0.6))
+    real_append = b.store.append
+
+    async def slow_append(batch: Sequence[Message]) -> None:
+        await asyncio.sleep(1.5)  # 2.5 stall timeouts without a frame from B's ingest
+        await real_append(batch)
+
+    b.store.append = slow_append  # type: ignore[method-assign]
+    res = await Replicator(b, cfg).connect(srv.address)
+    assert res.error is None and res.caught_up, res
+    assert res.added == 301 and await seq_of(b, a.id) == 301
+    assert [r.error for r in srv.rep.finished] == [None]
+    srv.server.close()
