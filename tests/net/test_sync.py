@@ -141,7 +141,7 @@ async def test_slow_receiver_is_not_taken_for_stalled(pair: tuple[Node, Node]) -
         await asyncio.sleep(1.5)  # 2.5 stall timeouts without a frame from B's ingest
         await real_append(batch)
 
-    b.store.append = slow_append  # type: ignore[method-assign]
+    b.store.append = slow_append  # type: ignore[method-assign,assignment]
     res = await Replicator(b, cfg).connect(srv.address)
     assert res.error is None and res.caught_up, res
     assert res.added == 301 and await seq_of(b, a.id) == 301
