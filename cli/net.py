@@ -220,19 +220,26 @@ def sync(
         console=console, transient=False, disable=json_out or not console.is_terminal,
     )
     tasks: dict[str, TaskID] = {}
+    planned = False
     t0 = time.monotonic()
 
     def on_progress(link: Link) -> None:
+        nonlocal planned
         r = link.result
         if link.session is None or link.session.plan is None:
             return
-        if not tasks:
-            tasks["in"] = progress.add_task("receiving", total=max(r.incoming, 1))
-            tasks["out"] = progress.add_task("sending  ", total=max(r.outgoing, 1))
-            if not progress.disable:
+        if not planned:  # a bar for each direction that has something to move
+            planned = True
+            if r.incoming:
+                tasks["in"] = progress.add_task("receiving", total=r.incoming)
+            if r.outgoing:
+                tasks["out"] = progress.add_task("sending  ", total=r.outgoing)
+            if tasks and not progress.disable:
                 progress.start()
-        progress.update(tasks["in"], completed=min(r.received, r.incoming) if r.incoming else 1)
-        progress.update(tasks["out"], completed=min(r.sent, r.outgoing) if r.outgoing else 1)
+        if "in" in tasks:
+            progress.update(tasks["in"], completed=min(r.received, r.incoming))
+        if "out" in tasks:
+            progress.update(tasks["out"], completed=min(r.sent, r.outgoing))
 
     async def go() -> SyncResult:
         node = await Node.open(Ctx.home)

@@ -54,6 +54,10 @@ class Limits:
     max_store_bytes: int = 0
     """Cap on the SQLite store's size (0: no cap beyond the disk); over it, writes fail with
     ``disk-full`` and nothing is changed."""
+    store_cache_size: int = 32 * MiB
+    """SQLite page cache of the store's connection: the largest part of a node's memory, and
+    its bound (a receiver's peak RSS stays flat once it is full, however large the feed). More
+    makes appends to a big store cheaper; less suits a small device."""
 
 
 # (lowest, highest) accepted value of each field.
@@ -67,6 +71,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "bundle_segment_size": (1 * MiB, 4 * GiB - 1),
     "max_bundle_file_size": (1 * MiB, 1 << 50),
     "max_store_bytes": (0, 1 << 50),
+    "store_cache_size": (256 * KiB, 64 * GiB),
 }
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Limits)}

@@ -131,7 +131,8 @@ class Node:
 
     @staticmethod
     async def _open_store(home: Path, limits: Limits) -> SqliteStore:
-        store = await SqliteStore.open(home / DB_FILE, create=True)
+        store = await SqliteStore.open(home / DB_FILE, create=True,
+                                       cache_bytes=limits.store_cache_size)
         if limits.max_store_bytes:
             try:
                 await store.set_max_bytes(limits.max_store_bytes)

@@ -10,6 +10,7 @@ import pytest
 from feedlog import Node
 from feedlog.config import Limits, limits_as_dict, load_limits
 from feedlog.core.errors import LocalError
+from feedlog.store.sqlite import SqliteStore
 from tests.e2e.test_cli import run
 
 
@@ -87,3 +88,25 @@ def test_cli_limits_and_bad_config(tmp_path: Path) -> None:
         assert p.returncode == 2
         assert p.stderr.startswith("error[config-bad-value]: ") and len(
             p.stderr.strip().splitlines()) == 1
+
+
+async def test_store_cache_size_sets_the_page_cache(tmp_path: Path) -> None:
+    """The store's page cache is what bounds a node's memory: config.toml chooses it."""
+    node = await Node.init(tmp_path)
+    try:
+        assert isinstance(node.store, SqliteStore)
+        assert await node.store._scalar("PRAGMA cache_size") == -Limits().store_cache_size // 1024
+    finally:
+        await node.close()
+    (tmp_path / "config.toml").write_text("[limits]\nstore_cache_size = 1048576\n")
+    node = await Node.open(tmp_path)
+    try:
+        assert node.limits.store_cache_size == 1024 * 1024
+        assert isinstance(node.store, SqliteStore)
+        assert await node.store._scalar("PRAGMA cache_size") == -1024
+    finally:
+        await node.close()
+    (tmp_path / "config.toml").write_text("[limits]\nstore_cache_size = 1000\n")
+    with pytest.raises(LocalError) as e:
+        await Node.open(tmp_path)
+    assert e.value.code == "config-bad-value"

@@ -51,7 +51,7 @@ from feedlog.store.groups import (
 APPLICATION_ID = 0x46444C47  # "FDLG"
 SCHEMA_VERSION = 1
 PAGE_SIZE = 8192  # for new stores; an existing store keeps its own
-CACHE_KIB = 32768  # page cache per connection (SQLite's default is 2 MiB)
+CACHE_BYTES = 32 * 1024 * 1024  # page cache of a connection by default (SQLite's is 2 MiB)
 
 _SCHEMA = [
     """CREATE TABLE messages (
@@ -207,16 +207,20 @@ def _read_only(directory: Path) -> bool:
 
 
 class SqliteStore:
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path,
+                 cache_bytes: int = CACHE_BYTES) -> None:
         self._db = conn
         self.path = path
+        self.cache_bytes = cache_bytes
         # one connection is shared by every task of the node (peers, publish, import):
         # write transactions take turns
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, *, create: bool = True) -> SqliteStore:
-        """Open (and, when ``create``, initialise) the store at ``path``."""
+    async def open(cls, path: Path, *, create: bool = True,
+                   cache_bytes: int = CACHE_BYTES) -> SqliteStore:
+        """Open (and, when ``create``, initialise) the store at ``path``, with a page cache of
+        at most ``cache_bytes`` (``Limits.store_cache_size``)."""
         path = Path(path)
         if not create and not path.exists():
             raise StoreError(f"no store at {path}", code="no-store")
@@ -224,7 +228,7 @@ class SqliteStore:
             conn = await aiosqlite.connect(str(path), isolation_level=None)
         except (sqlite3.Error, OSError) as exc:
             raise _store_error(exc, path) from None
-        store = cls(conn, path)
+        store = cls(conn, path, cache_bytes)
         try:
             await store._setup()
         except BaseException as exc:
@@ -286,7 +290,9 @@ class SqliteStore:
                 "upgrade feedlog", code="store-too-new")
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = FULL")
-        await db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")  # keeps the id index in memory
+        # the id index takes random keys: a large cache keeps more of it in memory. This is
+        # also what bounds the store's memory (the cache fills up and then stays that size).
+        await db.execute(f"PRAGMA cache_size = -{max(1, self.cache_bytes // 1024)}")
         await db.execute("PRAGMA foreign_keys = ON")
         if _FEATURE_TABLES:
             await db.execute("BEGIN IMMEDIATE")
