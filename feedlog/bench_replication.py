@@ -1,12 +1,12 @@
-"""`make bench` section "replication" (docs/LIMITS.md targets):
+"""`make bench` section "replication" (docs/LIMITS.md targets; the receiver's memory is the
+section "rss", feedlog/bench_rss.py):
 
 1. initial sync: A holds N messages over 100 feeds and serves them from its own process
    (`feedlog serve`); B is empty and syncs from A over loopback through the real handshake and
    box-stream. msg/s vs the raw all-cores verify rate measured right before (goal >= 0.75).
 2. reconnect: A and B both follow 10,000 feeds; after a first sync, a reconnect with nothing new
    costs how many bytes each way (goal <= 2 KB) and how long.
-3. memory: peak RSS of a receiver process syncing N and 10 x N messages (goal: flat).
-4. live push latency: a message published on A reaches a live-connected B after how long.
+3. live push latency: a message published on A reaches a live-connected B after how long.
 """
 
 from __future__ import annotations
@@ -146,44 +146,6 @@ async def reconnect(feeds: int) -> None:
           f"(goal <= 2048 B each way)")
 
 
-RSS_SCRIPT = """
-import asyncio, resource, sys
-from pathlib import Path
-from feedlog.node import Node
-from feedlog.net.replicator import Replicator
-from feedlog.net.transport import Address
-async def main():
-    node = await Node.open(Path(sys.argv[1]))
-    res = await Replicator(node).connect(Address.parse(sys.argv[2]))
-    await node.close()
-    print(res.added, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-asyncio.run(main())
-"""
-
-
-async def memory(n: int, factor: int) -> None:
-    figures = []
-    for size in (n, n * factor):
-        feeds = _feeds(size, feeds=10)
-        with tempfile.TemporaryDirectory(prefix="feedlog-bench-rss-") as tmp:
-            a = await _holder(Path(tmp) / "a", feeds)
-            await a.close()
-            b = await _receiver(Path(tmp) / "b", [f[0] for f in feeds])
-            await b.close()
-            del feeds
-            server = Server(Path(tmp) / "a")
-            try:
-                out = subprocess.run(
-                    [sys.executable, "-c", RSS_SCRIPT, str(Path(tmp) / "b"), str(server.address)],
-                    capture_output=True, text=True, check=True).stdout.split()
-            finally:
-                server.stop()
-        figures.append((int(out[0]), int(out[1]) / 1024))
-    (n1, r1), (n2, r2) = figures
-    print(f"receiver peak RSS: {r1:.0f} MiB for {n1:,} messages, {r2:.0f} MiB for {n2:,} "
-          f"(x{r2 / r1:.2f} for x{n2 / n1:.0f} messages; goal: flat)")
-
-
 async def live_latency(samples: int = 20) -> None:
     with tempfile.TemporaryDirectory(prefix="feedlog-bench-live-") as tmp:
         a, b = await Node.init(Path(tmp) / "a"), await Node.init(Path(tmp) / "b")
@@ -214,4 +176,3 @@ async def run(args: argparse.Namespace) -> None:
     await live_latency()
     await reconnect(10_000)
     await initial_sync(args.messages, args.rounds)
-    await memory(args.messages, 10)
