@@ -5,8 +5,10 @@ A holder home A gets 100 feeds, generated fast (chained here, signed in chunks o
 stored 5,000 at a time), and is served by `feedlog serve` in its own process. For each size,
 --messages (default 100k) and then --rss-big (default 1M; 0 skips it), A's feeds are grown to
 that size and a fresh home B that follows them runs `feedlog sync ADDRESS --json` in a clean
-process of its own. Its peak resident set is ``ru_maxrss`` from ``wait4`` on that one child
-(the kernel's VmHWM), so nothing of this process or of the server is mixed in. The goal is a
+process of its own. Its peak resident set is its own VmHWM, followed in /proc while it runs
+(feedlog/ptyrun.py says why not ``ru_maxrss``: that would carry this process's peak, which
+holds the generated feeds, into the child's), so nothing of this process or of the server is
+mixed in. The goal is a
 flat peak: what grows with the store is SQLite's page cache, and it stops at
 ``store_cache_size`` (config.toml), which the last figure lowers to show it is the bound.
 
@@ -33,7 +35,7 @@ from feedlog.core import content
 from feedlog.core.crypto import Keypair
 from feedlog.core.message import SIGN_TAG, FeedState, Message, Unsigned, finish, prepare
 from feedlog.node import Node
-from feedlog.ptyrun import Finished, screen
+from feedlog.ptyrun import Finished, peak_rss_kib, screen
 from feedlog.ptyrun import run as run_child
 
 FEEDS = 100
@@ -118,7 +120,7 @@ class Holder:
 
 
 class Server:
-    """`feedlog serve` in its own process; ``stop`` returns its peak RSS (KiB)."""
+    """`feedlog serve` in its own process; ``stop`` returns its peak RSS (VmHWM, KiB)."""
 
     def __init__(self, home: Path) -> None:
         self.proc = subprocess.Popen(
@@ -128,12 +130,12 @@ class Server:
         self.address = str(json.loads(self.proc.stdout.readline())["address"])
 
     def stop(self) -> int:
+        peak = peak_rss_kib(self.proc.pid) or 0
         self.proc.terminate()
         assert self.proc.stdout is not None
         self.proc.stdout.read()  # the summary lines of the syncs it served
-        _, _, usage = os.wait4(self.proc.pid, 0)
-        self.proc.returncode = 0
-        return int(usage.ru_maxrss)
+        self.proc.wait()
+        return peak
 
 
 async def _receiver(home: Path, authors: list[bytes], cache: int | None = None) -> Path:
@@ -177,21 +179,21 @@ async def run(args: argparse.Namespace) -> None:
                 if res["added"] != holder.total or not res["caught_up"]:
                     raise SystemExit(f"bench: sync of {holder.total} ended with {res}")
                 rate = res["added"] / res["seconds"]
-                figures.append((res["added"], done.max_rss_kib, rate))
+                figures.append((res["added"], done.peak_rss_kib, rate))
                 print(f"  {res['added']:,} messages over {FEEDS} feeds (generated in {made:.0f} s):"
-                      f" receiver peak RSS {_mib(done.max_rss_kib)}, {rate:,.0f} msg/s "
+                      f" receiver peak RSS {_mib(done.peak_rss_kib)}, {rate:,.0f} msg/s "
                       f"({res['seconds']:.1f} s)")
                 if size == small:
                     low = 4 * 1024 * 1024
                     home = await _receiver(base / "b-small-cache", holder.authors, cache=low)
                     done, res = _sync(home, server.address)
                     print(f"  the same with store_cache_size = {low // 1024 // 1024} MiB: "
-                          f"receiver peak RSS {_mib(done.max_rss_kib)}, "
+                          f"receiver peak RSS {_mib(done.peak_rss_kib)}, "
                           f"{res['added'] / res['seconds']:,.0f} msg/s")
                     home = await _receiver(base / "b-terminal", holder.authors)
                     shown, _ = _sync(home, server.address, terminal=True)
                     print(f"  `feedlog sync {server.address[:30]}…` at a terminal (peak RSS "
-                          f"{_mib(shown.max_rss_kib)}), its last lines:")
+                          f"{_mib(shown.peak_rss_kib)}), its last lines:")
                     for line in screen(shown.output)[-3:]:
                         print(f"    {line}")
             finally:

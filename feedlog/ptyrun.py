@@ -2,8 +2,11 @@
 
 ``run`` starts the command as a child process, optionally with a pseudo-terminal as its stdin,
 stdout and stderr (so libraries that draw only on a terminal, like rich's progress bar, draw),
-collects what it wrote, and reaps it with ``os.wait4``: the resource usage of that one process,
-whose ``ru_maxrss`` is its peak resident set (VmHWM), unmixed with any other child.
+collects what it wrote, and follows its peak resident set: ``VmHWM`` of /proc/PID/status, read
+every 20 ms while it runs (it never decreases, so the last reading is the peak up to the last
+20 ms, when the program only exits). Not ``ru_maxrss`` from ``wait4``: Linux carries the
+spawning process's high-water mark across ``execve`` into the child's, so a child started by a
+big process (a bench holding a million generated messages) would report the parent's size.
 
 ``screen`` replays terminal output on a tiny screen model (carriage return, newline, cursor up,
 erase line; every other escape sequence is dropped) and returns the lines left on the screen,
@@ -24,6 +27,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+SAMPLE = 0.02  # seconds between readings of the child's VmHWM
+
 # CSI (ESC [ params final), OSC (ESC ] ... BEL or ST), charset selection, or any other pair
 _ESCAPE = re.compile(
     r"\x1b(?:\[([0-9;?]*)([A-Za-z])|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|.)")
@@ -35,7 +40,7 @@ class Finished:
     output: str  # stdout (without a terminal), or everything the terminal received
     stderr: str  # without a terminal only
     seconds: float
-    max_rss_kib: int  # the child's peak resident set (getrusage ru_maxrss, KiB on Linux)
+    peak_rss_kib: int  # the child's own peak resident set (VmHWM, KiB)
 
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, terminal: bool = False,
@@ -47,10 +52,10 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, terminal: 
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, env=dict(env) if env is not None else None)
     assert proc.stdout is not None and proc.stderr is not None
-    out = _collect(proc, [proc.stdout.fileno(), proc.stderr.fileno()], t0 + timeout)
-    code, rss = _reap(proc)
+    out, peak = _collect(proc, [proc.stdout.fileno(), proc.stderr.fileno()], t0 + timeout)
+    code = _reap(proc)
     return Finished(code, out[0].decode(errors="replace"), out[1].decode(errors="replace"),
-                    time.perf_counter() - t0, rss)
+                    time.perf_counter() - t0, peak)
 
 
 def _run_pty(argv: Sequence[str], env: Mapping[str, str] | None, columns: int, rows: int,
@@ -66,24 +71,44 @@ def _run_pty(argv: Sequence[str], env: Mapping[str, str] | None, columns: int, r
     finally:
         os.close(slave)
     try:
-        out = _collect(proc, [master], t0 + timeout)
+        out, peak = _collect(proc, [master], t0 + timeout)
     finally:
         os.close(master)
-    code, rss = _reap(proc)
-    return Finished(code, out[0].decode(errors="replace"), "", time.perf_counter() - t0, rss)
+    code = _reap(proc)
+    return Finished(code, out[0].decode(errors="replace"), "", time.perf_counter() - t0, peak)
 
 
-def _collect(proc: subprocess.Popen[bytes], fds: list[int], deadline: float) -> list[bytes]:
-    """Read every fd to its end (EOF, or EIO once a terminal's last writer closed it)."""
+def peak_rss_kib(pid: int) -> int | None:
+    """VmHWM of a running process (KiB), or None once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _collect(proc: subprocess.Popen[bytes], fds: list[int],
+             deadline: float) -> tuple[list[bytes], int]:
+    """Read every fd to its end (EOF, or EIO once a terminal's last writer closed it) and
+    the child's peak RSS, until it has exited."""
     parts: dict[int, list[bytes]] = {fd: [] for fd in fds}
     open_fds = set(fds)
-    while open_fds:
+    peak, sampled = 0, 0.0
+    while open_fds or proc.poll() is None:
         left = deadline - time.perf_counter()
         if left <= 0:
             proc.kill()
             _reap(proc)
             raise TimeoutError(f"{argv_text(proc)} did not end in time")
-        ready, _, _ = select.select(list(open_fds), [], [], min(left, 1.0))
+        if time.perf_counter() - sampled >= SAMPLE:
+            peak, sampled = max(peak, peak_rss_kib(proc.pid) or 0), time.perf_counter()
+        if not open_fds:  # it closed its output but runs on
+            time.sleep(SAMPLE)
+            continue
+        ready, _, _ = select.select(list(open_fds), [], [], min(left, SAMPLE))
         for fd in ready:
             try:
                 data = os.read(fd, 65536)
@@ -95,7 +120,7 @@ def _collect(proc: subprocess.Popen[bytes], fds: list[int], deadline: float) -> 
                 parts[fd].append(data)
             else:
                 open_fds.discard(fd)
-    return [b"".join(parts[fd]) for fd in fds]
+    return [b"".join(parts[fd]) for fd in fds], peak
 
 
 def argv_text(proc: subprocess.Popen[bytes]) -> str:
@@ -103,11 +128,8 @@ def argv_text(proc: subprocess.Popen[bytes]) -> str:
     return " ".join(map(str, args)) if isinstance(args, list | tuple) else str(args)
 
 
-def _reap(proc: subprocess.Popen[bytes]) -> tuple[int, int]:
-    _, status, usage = os.wait4(proc.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code  # reaped here: Popen must not wait for it again
-    return code, int(usage.ru_maxrss)
+def _reap(proc: subprocess.Popen[bytes]) -> int:
+    return proc.wait()
 
 
 def screen(output: str) -> list[str]:

@@ -62,7 +62,7 @@ def test_sync_at_a_terminal_draws_the_bars_and_the_summary(tmp_path: Path) -> No
         rf"caught up with {aid[:14]}… at 127\.0\.0\.1:\d+: received {incoming} new of "
         rf"{incoming} messages in 1 feeds \([\d,]+ bytes in\), sent {outgoing} in 1 feeds "
         rf"\([\d,]+ bytes out\), [\d.]+ s", summary), summary
-    assert done.max_rss_kib > 0
+    assert done.peak_rss_kib > 0
     assert again.returncode == 0 and again.stderr == "", again.stderr
     assert "\x1b" not in again.output and "━" not in again.output
     assert again.output.startswith(f"caught up with {aid[:14]}")
