@@ -4,9 +4,11 @@
 stdout and stderr (so libraries that draw only on a terminal, like rich's progress bar, draw),
 collects what it wrote, and follows its peak resident set: ``VmHWM`` of /proc/PID/status, read
 every 20 ms while it runs (it never decreases, so the last reading is the peak up to the last
-20 ms, when the program only exits). Not ``ru_maxrss`` from ``wait4``: Linux carries the
-spawning process's high-water mark across ``execve`` into the child's, so a child started by a
-big process (a bench holding a million generated messages) would report the parent's size.
+20 ms, when the program only exits; a peak held for less than 20 ms may be missed, which does
+not matter for a sync whose peak is a plateau of seconds). Not ``ru_maxrss`` from ``wait4``:
+Linux carries the spawning process's high-water mark across ``execve`` into the child's, so a
+child started by a big process (a bench holding a million generated messages) would report the
+parent's size.
 
 ``screen`` replays terminal output on a tiny screen model (carriage return, newline, cursor up,
 erase line; every other escape sequence is dropped) and returns the lines left on the screen,

@@ -23,7 +23,9 @@ def test_run_reports_the_childs_own_peak_rss() -> None:
     would hand that high-water mark on to every child it starts)."""
     ballast = bytearray(256 * 1024 * 1024)
     ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page
-    grow = "b = bytearray(64 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); print('ok')"
+    # the child holds its peak a moment: readings are 20 ms apart
+    grow = ("import time; b = bytearray(64 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); "
+            "time.sleep(0.3); print('ok')")
     big = run([sys.executable, "-c", grow], timeout=60)
     small = run([sys.executable, "-c", "print('ok')"], timeout=60)
     del ballast
