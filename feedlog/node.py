@@ -195,16 +195,24 @@ class Node:
                     job.cancel()
                 raise
             n = len(chain)
-            if jobs:
-                if n % step:
-                    jobs.append(loop.run_in_executor(self._executor, _sign_range, self.keys,
-                                                     chain, n - n % step, n))
-                msgs = [m for part in await asyncio.gather(*jobs) for m in part]
-            else:
-                msgs = _sign_range(self.keys, chain, 0, n)
             try:
-                await self.store.append(msgs)
+                if not jobs:
+                    msgs = _sign_range(self.keys, chain, 0, n)
+                    await self.store.append(msgs)
+                else:
+                    if n % step:
+                        jobs.append(loop.run_in_executor(self._executor, _sign_range,
+                                                         self.keys, chain, n - n % step, n))
+                    if isinstance(self.store, SqliteStore):
+                        # each chunk is written as soon as it is signed, in one transaction
+                        # committed after the last: storing overlaps with signing
+                        msgs = await self.store.append_parts(jobs)
+                    else:
+                        msgs = [m for part in await asyncio.gather(*jobs) for m in part]
+                        await self.store.append(msgs)
             except BaseException:
+                for job in jobs:
+                    job.cancel()
                 self._own = None
                 self._heads.pop(self.id, None)
                 raise

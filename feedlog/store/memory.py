@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 
 from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
@@ -87,6 +87,12 @@ class MemoryStore:
         for author, seq, name in names:
             if author not in self._names or self._names[author][0] < seq:
                 self._names[author] = (seq, name)
+
+    async def append_parts(self, parts: Iterable[Awaitable[Sequence[Message]]]
+                           ) -> list[Message]:
+        msgs = [m for part in parts for m in await part]
+        await self.append(msgs)
+        return msgs
 
     async def get(self, msg_id: MsgId) -> bytes | None:
         where = self._by_id.get(msg_id)

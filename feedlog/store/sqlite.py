@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -206,6 +207,78 @@ def _read_only(directory: Path) -> bool:
     return not os.access(directory, os.W_OK)
 
 
+_COMMIT = object()  # append_parts: the last part was given
+_ABORT = object()  # append_parts: a part failed; roll back
+
+
+class _Batch:
+    """One append transaction on the connection's thread, fed one or more runs of messages.
+
+    ``add`` checks each run against the heads stored or added before it (store/base.py
+    ``plan_append``) and writes its rows; ``commit`` writes the new heads and commits. Any
+    failure leaves the batch to ``rollback``: nothing of it is stored.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.heads: dict[FeedId, FeedInfo | None] = {}  # stored or planned head of each feed
+        self.planned: dict[FeedId, FeedInfo] = {}  # the heads this batch moves
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _lookup(self, authors: Sequence[FeedId]) -> None:
+        for i in range(0, len(authors), 500):
+            chunk = authors[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for a in chunk:
+                self.heads[a] = None
+            for a, s, h, fk in self.conn.execute(
+                    f"SELECT author, seq, head, forked_seq FROM feeds "
+                    f"WHERE author IN ({marks})", chunk):
+                self.heads[FeedId(a)] = FeedInfo(FeedId(a), s, h, fk)
+
+    def add(self, msgs: Sequence[Message]) -> None:
+        if not msgs:
+            return
+        heads = self.heads
+        new = sorted({m.author for m in msgs if m.author not in heads})
+        if new:
+            self._lookup(new)
+        moved = plan_append(heads.__getitem__, msgs)
+        conn = self.conn
+        conn.executemany(
+            "INSERT INTO messages (author, seq, id, timestamp, type, raw) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(m.author, m.seq, m.id, m.timestamp, m.type, m.raw) for m in msgs])
+        contacts, names = derived_rows(msgs)
+        if contacts:
+            conn.executemany(
+                "INSERT INTO contacts (author, target, seq, kind) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (author, target) DO UPDATE SET seq = excluded.seq, "
+                "kind = excluded.kind WHERE excluded.seq > contacts.seq",
+                [(c.author, c.target, c.seq, c.kind) for c in contacts])
+        if names:
+            conn.executemany(
+                "INSERT INTO names (author, seq, name) VALUES (?, ?, ?) "
+                "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, "
+                "name = excluded.name WHERE excluded.seq > names.seq", names)
+        _index_groups_sync(conn, msgs)
+        heads.update(moved)
+        self.planned.update(moved)
+
+    def commit(self) -> None:
+        if self.planned:
+            self.conn.executemany(
+                "INSERT INTO feeds (author, seq, head) VALUES (?, ?, ?) "
+                "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, head = excluded.head",
+                [(h.author, h.seq, h.head) for h in self.planned.values()])
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        # SQLite rolls back by itself on some errors (a full disk among them).
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
 class SqliteStore:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._db = conn
@@ -387,44 +460,65 @@ class SqliteStore:
 
     @staticmethod
     def _append_sync(conn: sqlite3.Connection, msgs: Sequence[Message]) -> None:
-        authors = sorted({m.author for m in msgs})
-        conn.execute("BEGIN IMMEDIATE")
+        batch = _Batch(conn)
         try:
-            stored: dict[FeedId, FeedInfo] = {}
-            for i in range(0, len(authors), 500):
-                chunk = authors[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                for a, s, h, fk in conn.execute(
-                        f"SELECT author, seq, head, forked_seq FROM feeds "
-                        f"WHERE author IN ({marks})", chunk):
-                    stored[FeedId(a)] = FeedInfo(FeedId(a), s, h, fk)
-            heads = plan_append(stored.get, msgs)
-            conn.executemany(
-                "INSERT INTO messages (author, seq, id, timestamp, type, raw) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(m.author, m.seq, m.id, m.timestamp, m.type, m.raw) for m in msgs])
-            conn.executemany(
-                "INSERT INTO feeds (author, seq, head) VALUES (?, ?, ?) "
-                "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, head = excluded.head",
-                [(h.author, h.seq, h.head) for h in heads.values()])
-            contacts, names = derived_rows(msgs)
-            if contacts:
-                conn.executemany(
-                    "INSERT INTO contacts (author, target, seq, kind) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (author, target) DO UPDATE SET seq = excluded.seq, "
-                    "kind = excluded.kind WHERE excluded.seq > contacts.seq",
-                    [(c.author, c.target, c.seq, c.kind) for c in contacts])
-            if names:
-                conn.executemany(
-                    "INSERT INTO names (author, seq, name) VALUES (?, ?, ?) "
-                    "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, "
-                    "name = excluded.name WHERE excluded.seq > names.seq", names)
-            _index_groups_sync(conn, msgs)
-            conn.execute("COMMIT")
+            batch.add(msgs)
+            batch.commit()
         except BaseException:
-            # SQLite rolls back by itself on some errors (a full disk among them).
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            batch.rollback()
+            raise
+
+    async def append_parts(self, parts: Iterable[Awaitable[Sequence[Message]]]
+                           ) -> list[Message]:
+        """``append`` of the messages the awaitables resolve to, in order, as one batch.
+
+        The transaction is one job on the connection's thread that takes the parts from a
+        queue as they come, each written as soon as it and every part before it are ready, so
+        writing overlaps with computing the later parts (publish_many: signing them); it
+        commits after the last. Being one job, no other statement of this connection runs
+        inside it, so nobody reads a message before it is committed. If a part fails, or this
+        task is cancelled, the transaction is rolled back and nothing is stored.
+        """
+        feed: queue.SimpleQueue[Sequence[Message] | object] = queue.SimpleQueue()
+        out: list[Message] = []
+        try:
+            async with self._write_lock:
+                job = asyncio.ensure_future(self._in_thread(self._append_fed, feed))
+                try:
+                    for part in parts:
+                        msgs = await part
+                        out.extend(msgs)
+                        feed.put(msgs)
+                        if job.done():  # it failed: the rest would not be read
+                            break
+                    feed.put(_COMMIT)
+                except BaseException:
+                    feed.put(_ABORT)
+                    # the rollback has run before the lock is let go (unless cancelled again)
+                    with contextlib.suppress(Exception):
+                        await job
+                    raise
+                await job
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from None
+        return out
+
+    @staticmethod
+    def _append_fed(conn: sqlite3.Connection,
+                    feed: queue.SimpleQueue[Sequence[Message] | object]) -> None:
+        batch = _Batch(conn)
+        try:
+            while True:
+                item = feed.get()
+                if item is _COMMIT:
+                    batch.commit()
+                    return
+                if item is _ABORT:
+                    batch.rollback()
+                    return
+                batch.add(cast(Sequence[Message], item))
+        except BaseException:
+            batch.rollback()
             raise
 
     async def get(self, msg_id: MsgId) -> bytes | None:
