@@ -476,8 +476,9 @@ class SqliteStore:
         queue as they come, each written as soon as it and every part before it are ready, so
         writing overlaps with computing the later parts (publish_many: signing them); it
         commits after the last. Being one job, no other statement of this connection runs
-        inside it, so nobody reads a message before it is committed. If a part fails, or this
-        task is cancelled, the transaction is rolled back and nothing is stored.
+        inside it, so nobody reads a message before it is committed; the parts must therefore
+        not wait for this store themselves. If a part fails, or this task is cancelled, the
+        transaction is rolled back and nothing is stored.
         """
         feed: queue.SimpleQueue[Sequence[Message] | object] = queue.SimpleQueue()
         out: list[Message] = []
