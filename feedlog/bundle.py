@@ -29,7 +29,14 @@ from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.files import fsync_dir
 from feedlog.ingest import UNKNOWN, IngestReport
 from feedlog.node import Node
-from feedlog.store.base import ContactRow, FeedInfo, NoteTable, PeerRecord, Store
+from feedlog.store.base import (
+    BaselineTable,
+    ContactRow,
+    FeedInfo,
+    NoteTable,
+    PeerRecord,
+    Store,
+)
 from feedlog.store.groups import DisplayRow, GroupSummary, PlacedRow
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -623,6 +630,13 @@ class _DryRun:
 
     async def update_peer_notes(self, peer: FeedId, direction: str, upserts: NoteTable,
                                 removes: Sequence[FeedId]) -> None:
+        return None
+
+    async def peer_baseline(self, peer: FeedId, direction: str) -> BaselineTable:
+        return await self.base.peer_baseline(peer, direction)
+
+    async def update_peer_baseline(self, peer: FeedId, direction: str, upserts: BaselineTable,
+                                   removes: Sequence[FeedId]) -> None:
         return None
 
     async def peer_seen(self, feed: FeedId, host: str, port: int, source: str,

@@ -25,11 +25,13 @@ from feedlog.core.fork import decode_fork_proof
 from feedlog.core.ids import FeedId, feed_id_text
 from feedlog.core.message import Message
 from feedlog.core.wire import (
+    HEAD_SIZE,
     Entry,
     Error,
     Fork,
     Ping,
     encode_frame,
+    head_prefix,
     make_note,
     msgs_frames,
 )
@@ -136,8 +138,8 @@ class Link:
         store = self.node.store
         mine, seqs = await self.rep.entries()
         for d in ("sent", "recv"):
-            self._saved[d] = {f: Entry(f, n, k)
-                              for f, (n, k) in (await store.peer_notes(self.peer, d)).items()}
+            self._saved[d] = {f: Entry(f, n, k, h)
+                              for f, (n, k, h) in (await store.peer_baseline(self.peer, d)).items()}
         s = rp.Session(mine=mine, seqs=seqs, sent_base=dict(self._saved["sent"]),
                        recv_base=dict(self._saved["recv"]), live=self.live,
                        max_entries=self.rep.config.max_entries)
@@ -276,12 +278,10 @@ class Link:
     # --- ingest outcomes ---------------------------------------------------------------------
 
     def _committed(self, msgs: Sequence[Message]) -> None:
-        seqs: dict[FeedId, int] = {}
-        for m in msgs:
-            seqs[m.author] = max(seqs.get(m.author, 0), m.seq)
+        seqs, heads = _heads_of(msgs)
         self.result.added += len(msgs)
         if self.session is not None:
-            self._dispatch(self.session.ingested(seqs))
+            self._dispatch(self.session.ingested(seqs, heads))
 
     def _check_report(self) -> None:
         assert self._ingestor is not None
@@ -383,18 +383,20 @@ class Link:
 
     async def _save(self, item: rp.SaveBaseline) -> None:
         old = self._saved.get(item.direction, {})
-        upserts = {f: (e.note, e.forked) for f, e in item.table.items() if old.get(f) != e}
+        upserts = {f: (e.note, e.forked, e.head) for f, e in item.table.items()
+                   if old.get(f) != e}
         removes = [f for f in old if f not in item.table]
-        await self.node.store.update_peer_notes(self.peer, item.direction, upserts, removes)
+        await self.node.store.update_peer_baseline(self.peer, item.direction, upserts, removes)
         self._saved[item.direction] = dict(item.table)
 
     # --- from the replicator -----------------------------------------------------------------
 
-    def local_advanced(self, seqs: dict[FeedId, int]) -> None:
+    def local_advanced(self, seqs: dict[FeedId, int],
+                       heads: dict[FeedId, bytes] | None = None) -> None:
         if self.session is None or self.session.closed:
             return
         for f, q in seqs.items():
-            self._dispatch(self.session.local_advanced(f, q))
+            self._dispatch(self.session.local_advanced(f, q, heads.get(f) if heads else None))
 
     def local_changed(self, entries: dict[FeedId, Entry | None]) -> None:
         if self.session is None or self.session.closed:
@@ -430,7 +432,8 @@ class Replicator:
             info = feeds.get(f)
             seq = info.seq if info else 0
             forked = info.forked_seq if info else None
-            mine[f] = Entry(f, make_note(seq, forked is None), forked)
+            head = head_prefix(info.head) if info and seq > 0 else None
+            mine[f] = Entry(f, make_note(seq, forked is None), forked, head)
         seqs = {f: info.seq for f, info in feeds.items()}
         return mine, seqs
 
@@ -441,8 +444,9 @@ class Replicator:
             seqs[m.author] = max(seqs.get(m.author, 0), m.seq)
             if not contacts and m.value is not None and m.value.get("type") in CONTACT_TYPES:
                 contacts = True
+        _, heads = _heads_of(msgs)
         for link in list(self.links):
-            link.local_advanced(seqs)
+            link.local_advanced(seqs, heads)
         if contacts:
             self._schedule_recompute()
 
@@ -544,6 +548,17 @@ class Replicator:
         if on_link is not None:
             on_link(link)
         return await link.run()
+
+
+def _heads_of(msgs: Sequence[Message]) -> tuple[dict[FeedId, int], dict[FeedId, bytes]]:
+    """The highest seq per feed among ``msgs`` and the head prefix of that message."""
+    seqs: dict[FeedId, int] = {}
+    heads: dict[FeedId, bytes] = {}
+    for m in msgs:
+        if m.seq > seqs.get(m.author, 0):
+            seqs[m.author] = m.seq
+            heads[m.author] = m.id[:HEAD_SIZE]
+    return seqs, heads
 
 
 def _peername(writer: asyncio.StreamWriter) -> str:
