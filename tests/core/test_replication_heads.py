@@ -31,10 +31,11 @@ def entry(seq: int, head: bytes | None = None, forked: int | None = None,
 
 
 def session(mine: list[Entry], seqs: dict[FeedId, int] | None = None, *,
-            live: bool = False, **kw: rp.Table) -> rp.Session:
+            live: bool = False, sent_base: rp.Table | None = None,
+            recv_base: rp.Table | None = None) -> rp.Session:
     s = rp.Session(mine={FeedId(e.feed): e for e in mine},
                    seqs=seqs if seqs is not None else {FeedId(e.feed): e.seq for e in mine},
-                   live=live, **kw)
+                   sent_base=sent_base or {}, recv_base=recv_base or {}, live=live)
     s.start()
     return s
 
