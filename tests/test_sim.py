@@ -66,7 +66,7 @@ def test_simulator_catches_an_unseen_equal_length_fork() -> None:
 
     w = World(12, peers=3, feeds_blocked=False, forks=True)
     original = sim.head_of
-    sim.head_of = lambda raw: b"\x00" * 8  # type: ignore[assignment]
+    sim.head_of = lambda raw: b"\x00" * 8
     try:
         w.publish(0, 2)
         w.twin(1, 0, 2)
