@@ -490,16 +490,19 @@ async def _import(node: Node, root: Path, all_feeds: bool, dry_run: bool, use_su
     store: Store = _DryRun(node.store) if dry_run else node.store
     local: dict[FeedId, FeedState] = {}
     local_ids: dict[FeedId, MsgId] = {}
+    forked: set[FeedId] = set()
     for a, f in summary.feeds.items():
         info = await store.feed(a)
         if info is None:
             continue
+        if info.forked_seq is not None:
+            forked.add(a)  # frozen: takes no message from the stick (spec/forks.md §2)
         local[a] = info.state
         if f.last <= info.seq:
             raw = await store.get_seq(a, f.last)
             if raw is not None:
                 local_ids[a] = decode_message(raw).id
-    plan = fmt.plan_import(summary, listing.sizes, local, local_ids, wanted)
+    plan = fmt.plan_import(summary, listing.sizes, local, local_ids, wanted, forked)
     ing = node.ingestor(only_wanted=wanted, store=store)
     report = ImportReport(str(root), dry_run, ing.report, plan, summary_problem=problem)
     total = plan.bytes
