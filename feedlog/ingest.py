@@ -114,6 +114,9 @@ class Ingestor:
         self._committed: dict[FeedId, FeedInfo | None] = cache if cache is not None else {}
         self._optimistic: dict[FeedId, FeedState] = {}
         self._poisoned: set[FeedId] = set()
+        # feeds with a conflict planned: their later messages cannot link (the conflict did not
+        # advance the feed), which is the fork's consequence, not a gap the sender made
+        self._clashed: set[FeedId] = set()
         self._queue: asyncio.Queue[_Plan | None] = asyncio.Queue(maxsize=3)
         self._stage2: asyncio.Task[None] | None = None
 
@@ -210,12 +213,13 @@ class Ingestor:
             elif where is Link.DUPLICATE:
                 rep.duplicates += 1
             elif where is Link.GAP:
-                rep.reject("seq-gap")
+                rep.reject("feed-refused" if a in self._clashed else "seq-gap")
             elif where is Link.OLDER:
                 conflicts.append((m, None, m.seq))
                 pending.append(m)
             else:
                 seq_at = m.seq if where is Link.FORK else m.seq - 1
+                self._clashed.add(a)
                 same = [c for c in candidates.get(a, []) if c.seq == seq_at]
                 conflicts.append((m, same[0] if same else None, seq_at))
                 pending.append(m)

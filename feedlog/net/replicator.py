@@ -222,6 +222,9 @@ class Link:
                 assert self._ingestor is not None and self.session is not None
                 await self._ingestor.finish()
                 self._check_report()
+                # a fork found in what the peer sent reaches it (update notes, FORK) before our
+                # SYNCED: a one-shot peer closes once both sides said SYNCED
+                await self.rep.flush_changes()
                 await self._handle(self.session.drained())
             elif isinstance(e, rp.RecordFork):
                 await self._record_fork(e.proof)
@@ -419,8 +422,17 @@ class Replicator:
         node.listeners.append(self._on_stored)
 
     def close(self) -> None:
+        """Stop listening to the node; a recompute still pending is dropped (the node's store
+        may be closed next)."""
         with contextlib.suppress(ValueError):
             self.node.listeners.remove(self._on_stored)
+        task, self._recompute = self._recompute, None
+        if task is not None:
+            if task.done():
+                if not task.cancelled():
+                    task.exception()  # retrieved: a failure after the links ended is moot
+            else:
+                task.cancel()
 
     async def entries(self) -> tuple[rp.Table, dict[FeedId, int]]:
         """This node's notes: every feed it replicates, how far it holds it, forks."""
@@ -465,6 +477,13 @@ class Replicator:
         """A fork proof for ``feed`` was stored: every link's notes for it change."""
         self.node.forget_heads([feed])
         self._schedule_recompute()
+
+    async def flush_changes(self) -> None:
+        """Wait until a pending recompute of what this node replicates has been pushed to
+        every link."""
+        task = self._recompute
+        if task is not None and not task.done():
+            await asyncio.shield(task)
 
     def _schedule_recompute(self) -> None:
         if self._recompute is None or self._recompute.done():

@@ -201,3 +201,34 @@ def test_equal_length_fork_is_found_by_import(tmp_path: Path) -> None:
     for stick in sticks.values():
         again = js(c, "import", str(stick))
         assert again["bytes_read"] == 0 and again["new"] == 0, again
+
+
+def test_a_home_behind_on_its_own_branch_proves_the_fork_in_one_sync(tmp_path: Path) -> None:
+    """C holds the old laptop's longer branch (seq 1..3); the new laptop forked at seq 1. When C
+    syncs with the new laptop, C sends seq 2..3, which cannot link there: the new laptop records a
+    broken-link proof, the session still ends cleanly (messages behind a fork are not a gap the
+    peer made), and the proof comes back to C before SYNCED, so C holds it after this one sync;
+    C's next sync with the old laptop spreads it there."""
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    key = tmp_path / "backup.json"
+    aid = js(a, "init")["id"]
+    js(a, "key", "export", str(key))
+    js(b, "init", "--restore", str(key))
+    js(b, "unfence", "--confirm")
+    for i in range(3):
+        js(a, "publish", f"old laptop {i}")
+    b1 = js(b, "publish", "new laptop")
+    js(c, "init")
+    js(c, "follow", aid)
+    assert sync(c, a)["added"] == 3
+    res = sync(c, b)  # error None: no peer-seq-gap
+    assert res["forks"] == 1, res
+    for home in (b, c):
+        [fork] = js(home, "status")["forked"]
+        assert (fork["feed"], fork["seq"], fork["kind"]) == (aid, 1, "broken-link"), home
+        assert b1["id"] in fork["ids"]
+    assert sync(c, a)["forks"] == 0  # C tells A; A learns it
+    [fork] = js(a, "status")["forked"]
+    assert (fork["feed"], fork["seq"]) == (aid, 1)
+    for home in (a, b, c):
+        assert js(home, "verify")["ok"], home
