@@ -533,19 +533,10 @@ class Replicator:
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             cfg = self.config
-            if len(self.links) >= cfg.max_peers:
-                await close_writer(writer)
-                return
-            # Handshakes in progress are counted apart from the peers served: a flood of
-            # connections that never finish one can take at most max_pending places, and the
-            # oldest is dropped for a newcomer, so they cannot keep a good peer out.
-            while len(self.handshaking) >= cfg.max_pending:
-                oldest = next(iter(self.handshaking))
-                self.handshaking.pop(oldest)
-                self.evicted.add(oldest)
-                oldest.transport.abort()
-            self.handshaking[writer] = None
             try:
+                if len(self.links) >= cfg.max_peers:
+                    await close_writer(writer)
+                    return
                 channel = await server_channel(
                     reader, writer, network_key=cfg.network_key, keys=self.node.keys,
                     timeout=cfg.handshake_timeout, authorize=self.authorize,
@@ -564,6 +555,16 @@ class Replicator:
             await Link(self, channel, live, on_progress).run()
 
         def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Handshakes in progress are counted apart from the peers served: a flood of
+            # connections that never finish one holds at most max_pending of them (and as many
+            # sockets), the oldest being dropped for a newcomer, so it cannot keep a good peer
+            # out. Done here, as each connection is accepted, before any task runs.
+            while len(self.handshaking) >= self.config.max_pending:
+                oldest = next(iter(self.handshaking))
+                self.handshaking.pop(oldest)
+                self.evicted.add(oldest)
+                oldest.transport.abort()
+            self.handshaking[writer] = None
             task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
                 handle(reader, writer))
             self._tasks.add(task)
