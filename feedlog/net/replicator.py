@@ -84,7 +84,7 @@ class NetConfig:
         return cls(**values)
 
     # How ``max_buffered`` (B) is shared out along one connection's read path
-    # (spec/replication.md §9): asyncio's stream buffer stops reading the socket above B/4,
+    # (spec/replication.md §10.2): asyncio's stream buffer stops reading the socket above B/4,
     # the channel takes at most B/8 from it per read, and messages handed to verification and
     # storage stay under B/2 (one frame is always let through when none are pending).
 

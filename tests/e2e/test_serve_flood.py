@@ -1,5 +1,5 @@
 """A real `feedlog serve` under a connection flood and slow-loris peers still serves a good peer
-(issue 8 item 3; spec/replication.md §9).
+(issue 8 item 3; spec/replication.md §10.2.1).
 
 The server runs with small limits from its home's config.toml and a file-descriptor limit of
 320. At once: 450 raw TCP connections that never say a word, one peer that trickles a client
