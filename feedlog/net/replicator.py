@@ -38,6 +38,7 @@ from feedlog.core.wire import (
 from feedlog.ingest import Ingestor
 from feedlog.net.transport import (
     DEFAULT_NETWORK_KEY,
+    READ_SIZE,
     Address,
     Channel,
     client_channel,
@@ -69,13 +70,38 @@ class NetConfig:
     max_frame: int = _DEFAULTS.max_frame_size
     max_entries: int = _DEFAULTS.max_vector_entries
     max_peers: int = _DEFAULTS.max_concurrent_peers
+    max_pending: int = _DEFAULTS.max_pending_handshakes  # connections still in the handshake
+    max_buffered: int = _DEFAULTS.per_peer_buffered_bytes  # one peer's bytes not yet stored
     range_batch: int = 1000  # messages read from the store per query when streaming
 
     @classmethod
     def from_limits(cls, limits: Limits, **overrides: Any) -> NetConfig:
-        return cls(handshake_timeout=limits.handshake_timeout, idle_timeout=limits.idle_timeout,
-                   max_frame=limits.max_frame_size, max_entries=limits.max_vector_entries,
-                   max_peers=limits.max_concurrent_peers, **overrides)
+        values: dict[str, Any] = dict(
+            handshake_timeout=limits.handshake_timeout, idle_timeout=limits.idle_timeout,
+            stall_timeout=min(30.0, limits.idle_timeout),
+            max_frame=limits.max_frame_size, max_entries=limits.max_vector_entries,
+            max_peers=limits.max_concurrent_peers, max_pending=limits.max_pending_handshakes,
+            max_buffered=limits.per_peer_buffered_bytes)
+        values.update(overrides)
+        return cls(**values)
+
+    # How ``max_buffered`` (B) is shared out along one connection's read path
+    # (spec/replication.md §10.2): asyncio's stream buffer stops reading the socket above B/4,
+    # the channel takes at most B/8 from it per read, and messages handed to verification and
+    # storage stay under B/2 (one frame is always let through when none are pending).
+
+    @property
+    def stream_limit(self) -> int:
+        """asyncio StreamReader ``limit``: it pauses the socket above twice this."""
+        return max(4 * 1024, min(1 << 20, self.max_buffered // 8))
+
+    @property
+    def read_size(self) -> int:
+        return max(4 * 1024, min(READ_SIZE, self.max_buffered // 8))
+
+    @property
+    def ingest_budget(self) -> int:
+        return self.max_buffered // 2
 
 
 @dataclass
@@ -215,6 +241,10 @@ class Link:
             if isinstance(e, rp.Ingest):
                 assert self._ingestor is not None
                 self.result.received += len(e.messages)
+                # per_peer_buffered_bytes: no more reading from this peer until what it sent
+                # before is stored (TCP back-pressure)
+                await self._ingestor.room(sum(map(len, e.messages)),
+                                          self.rep.config.ingest_budget)
                 await self._ingestor.put(e.messages)
                 self._check_report()
                 self._progress()
@@ -419,6 +449,9 @@ class Replicator:
         self.on_link_end: Callable[[Link], None] | None = None
         self._recompute: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
+        # server connections still in the handshake, oldest first; those dropped for newer ones
+        self.handshaking: dict[asyncio.StreamWriter, None] = {}
+        self.evicted: set[asyncio.StreamWriter] = set()
         node.listeners.append(self._on_stored)
 
     def close(self) -> None:
@@ -522,27 +555,45 @@ class Replicator:
         await self.entries()  # learn the block list before the first handshake
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if len(self.links) >= self.config.max_peers:
-                await close_writer(writer)
-                return
+            cfg = self.config
             try:
+                if len(self.links) >= cfg.max_peers:
+                    await close_writer(writer)
+                    return
                 channel = await server_channel(
-                    reader, writer, network_key=self.config.network_key, keys=self.node.keys,
-                    timeout=self.config.handshake_timeout, authorize=self.authorize,
-                    max_frame=self.config.max_frame)
+                    reader, writer, network_key=cfg.network_key, keys=self.node.keys,
+                    timeout=cfg.handshake_timeout, authorize=self.authorize,
+                    max_frame=cfg.max_frame, read_size=cfg.read_size)
             except FeedlogError as exc:
-                self.finished.append(SyncResult("?", _peername(writer), error=exc.code,
-                                                message=exc.message))
+                code, message = exc.code, exc.message
+                if writer in self.evicted:
+                    code = "handshake-evicted"
+                    message = "dropped for a newer connection: too many pending handshakes"
+                self.finished.append(SyncResult("?", _peername(writer), error=code,
+                                                message=message))
                 return
+            finally:
+                self.handshaking.pop(writer, None)
+                self.evicted.discard(writer)
             await Link(self, channel, live, on_progress).run()
 
         def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Handshakes in progress are counted apart from the peers served: a flood of
+            # connections that never finish one holds at most max_pending of them (and as many
+            # sockets), the oldest being dropped for a newcomer, so it cannot keep a good peer
+            # out. Done here, as each connection is accepted, before any task runs.
+            while len(self.handshaking) >= self.config.max_pending:
+                oldest = next(iter(self.handshaking))
+                self.handshaking.pop(oldest)
+                self.evicted.add(oldest)
+                oldest.transport.abort()
+            self.handshaking[writer] = None
             task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
                 handle(reader, writer))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        return await asyncio.start_server(spawn, host, port, limit=1 << 20)
+        return await asyncio.start_server(spawn, host, port, limit=self.config.stream_limit)
 
     async def connect(self, address: Address, *, live: bool = False,
                       on_progress: Callable[[Link], None] | None = None,
@@ -554,7 +605,8 @@ class Replicator:
         await self.entries()
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address.host, address.port, limit=1 << 20),
+                asyncio.open_connection(address.host, address.port,
+                                        limit=self.config.stream_limit),
                 self.config.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise LocalError(f"cannot connect to {address.host}:{address.port}: {exc}",
@@ -562,7 +614,7 @@ class Replicator:
         channel = await client_channel(
             reader, writer, network_key=self.config.network_key, keys=self.node.keys,
             server=address.feed, timeout=self.config.handshake_timeout,
-            max_frame=self.config.max_frame)
+            max_frame=self.config.max_frame, read_size=self.config.read_size)
         link = Link(self, channel, live, on_progress)
         if on_link is not None:
             on_link(link)
