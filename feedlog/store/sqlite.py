@@ -27,6 +27,7 @@ from feedlog.core.message import Message
 from feedlog.core.validate import decode_message
 from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.store.base import (
+    BaselineTable,
     ContactRow,
     FeedInfo,
     NoteTable,
@@ -102,6 +103,15 @@ _FEATURE_TABLES: list[str] = [
         feed BLOB NOT NULL,
         note INTEGER NOT NULL,
         forked INTEGER,
+        PRIMARY KEY (peer, dir, feed)
+    ) WITHOUT ROWID""",
+    # the head prefix of a baseline entry (spec/replication.md §5.2, §7): a row of peer_notes
+    # without one here has no head (seq 0, or a baseline saved before heads existed)
+    """CREATE TABLE IF NOT EXISTS peer_heads (
+        peer BLOB NOT NULL,
+        dir INTEGER NOT NULL,
+        feed BLOB NOT NULL,
+        head BLOB NOT NULL,
         PRIMARY KEY (peer, dir, feed)
     ) WITHOUT ROWID""",
     # peer book (feedlog/peers.py)
@@ -746,20 +756,44 @@ class SqliteStore:
     async def update_peer_notes(self, peer: FeedId, direction: str,
                                 upserts: NoteTable,
                                 removes: Sequence[FeedId]) -> None:
+        await self.update_peer_baseline(
+            peer, direction, {f: (n, k, None) for f, (n, k) in upserts.items()}, removes)
+
+    async def peer_baseline(self, peer: FeedId, direction: str) -> BaselineTable:
+        rows = await self._rows(
+            "SELECT n.feed, n.note, n.forked, h.head FROM peer_notes n LEFT JOIN peer_heads h "
+            "ON h.peer = n.peer AND h.dir = n.dir AND h.feed = n.feed "
+            "WHERE n.peer = ? AND n.dir = ?", (peer, _DIRS[direction]))
+        return {FeedId(bytes(f)): (n, k, None if h is None else bytes(h)) for f, n, k, h in rows}
+
+    async def update_peer_baseline(self, peer: FeedId, direction: str,
+                                   upserts: BaselineTable,
+                                   removes: Sequence[FeedId]) -> None:
         if not upserts and not removes:
             return
         d = _DIRS[direction]
+        gone = [(peer, d, f) for f in removes]
+        gone += [(peer, d, f) for f, (_, _, h) in upserts.items() if h is None]
         async with self._transaction() as db:
             if removes:
                 await db.executemany(
                     "DELETE FROM peer_notes WHERE peer = ? AND dir = ? AND feed = ?",
                     [(peer, d, f) for f in removes])
+            if gone:
+                await db.executemany(
+                    "DELETE FROM peer_heads WHERE peer = ? AND dir = ? AND feed = ?", gone)
             if upserts:
                 await db.executemany(
                     "INSERT INTO peer_notes (peer, dir, feed, note, forked) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (peer, dir, feed) DO UPDATE SET note = excluded.note, "
                     "forked = excluded.forked",
-                    [(peer, d, f, n, k) for f, (n, k) in upserts.items()])
+                    [(peer, d, f, n, k) for f, (n, k, _) in upserts.items()])
+                heads = [(peer, d, f, h) for f, (_, _, h) in upserts.items() if h is not None]
+                if heads:
+                    await db.executemany(
+                        "INSERT INTO peer_heads (peer, dir, feed, head) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (peer, dir, feed) DO UPDATE SET head = excluded.head",
+                        heads)
 
 
 def _index_groups_sync(conn: sqlite3.Connection, msgs: Sequence[Message]) -> None:

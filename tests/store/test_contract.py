@@ -132,6 +132,29 @@ class TestStoreContract:
         assert await store.peer_notes(b, "sent") == {}
         await store.update_peer_notes(a, "sent", {a: (12, None)}, [b])
         assert await store.peer_notes(a, "sent") == {a: (12, None)}
+
+    async def test_peer_baselines_keep_heads(self, store: Store, alice: Keypair,
+                                             bob: Keypair) -> None:
+        a, b = FeedId(alice.public), FeedId(bob.public)
+        h1, h2 = b"\x01" * 8, b"\x02" * 8
+        # a baseline saved without heads (as before heads existed) reads back with none
+        await store.update_peer_notes(a, "sent", {a: (10, None)}, [])
+        assert await store.peer_baseline(a, "sent") == {a: (10, None, None)}
+        await store.update_peer_baseline(a, "sent", {a: (12, None, h1), b: (5, 2, h2)}, [])
+        await store.update_peer_baseline(a, "recv", {b: (0, None, None)}, [])
+        assert await store.peer_baseline(a, "sent") == {a: (12, None, h1), b: (5, 2, h2)}
+        assert await store.peer_notes(a, "sent") == {a: (12, None), b: (5, 2)}
+        assert await store.peer_baseline(a, "recv") == {b: (0, None, None)}
+        assert await store.peer_baseline(b, "sent") == {}
+        # a head is replaced with its entry, dropped with it, and an entry without one has none
+        await store.update_peer_baseline(a, "sent", {a: (14, None, h2)}, [b])
+        assert await store.peer_baseline(a, "sent") == {a: (14, None, h2)}
+        await store.update_peer_baseline(a, "sent", {b: (6, None, h1)}, [])
+        await store.update_peer_notes(a, "sent", {a: (16, None)}, [])
+        assert await store.peer_baseline(a, "sent") == {a: (16, None, None), b: (6, None, h1)}
+        await store.update_peer_baseline(a, "sent", {}, [a, b])
+        await store.update_peer_baseline(a, "sent", {a: (2, None, None)}, [])
+        assert await store.peer_baseline(a, "sent") == {a: (2, None, None)}
     async def test_peer_book(self, store: Store, alice: Keypair, bob: Keypair) -> None:
         a, b = FeedId(alice.public), FeedId(bob.public)
         assert await store.peers() == []
