@@ -10,7 +10,7 @@ import pytest
 
 from feedlog import Node
 from feedlog.core import content
-from feedlog.core.errors import LocalError
+from feedlog.core.errors import LocalError, StoreError
 from feedlog.core.message import create
 from feedlog.identity import KEY_FILE
 
@@ -151,4 +151,24 @@ async def test_publish_many_is_all_or_nothing_and_chains_on(tmp_path: Path) -> N
     assert [m.raw for m in await a.feed(since=301)] == [m.raw for m in more]
     report = await a.verify()
     assert report.ok and report.messages == 1301
+    await a.close()
+
+
+async def test_publish_many_on_a_full_store_stores_nothing_and_goes_on(tmp_path: Path) -> None:
+    from feedlog.store.sqlite import SqliteStore
+
+    a = await Node.init(tmp_path / "a")
+    first = await a.publish_many([f"m{i}" for i in range(5)])
+    store = a.store
+    assert isinstance(store, SqliteStore)
+    pages = (await store._rows("PRAGMA page_count"))[0][0]
+    await store.set_max_pages(pages + 2)
+    with pytest.raises(StoreError) as info:  # chunks are written as they are signed
+        await a.publish_many([f"big {i} " + "x" * 300 for i in range(2000)])
+    assert info.value.code == "disk-full"
+    assert (await a.status())["seq"] == 5
+    await store.set_max_pages(10**7)
+    more = await a.publish_many([f"n{i}" for i in range(300)])
+    assert more[0].seq == 6 and more[0].previous == first[-1].id
+    assert (await a.verify()).ok
     await a.close()
