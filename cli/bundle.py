@@ -23,9 +23,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cli.main import JsonOpt, fail, feed_arg, out_json, run
+from cli.main import Ctx, JsonOpt, fail, feed_arg, out_json, run
 from feedlog import Node
 from feedlog.bundle import ExportReport, ImportReport, export_bundle, import_bundle, verify_bundle
+from feedlog.config import load_limits
 from feedlog.core.errors import FeedlogError
 
 T = TypeVar("T")
@@ -162,7 +163,9 @@ def register(app: typer.Typer) -> None:
 
         async def go() -> ImportReport:
             with _bar("verify", in_bytes=True, quiet=json_out) as bar:
-                return await verify_bundle(directory, progress=bar)
+                # the home's limits (max_bundle_file_size) when there is one, else defaults
+                return await verify_bundle(directory, progress=bar,
+                                           limits=load_limits(Ctx.home))
 
         rep = _plain(go)
         j: dict[str, Any] = rep.as_json()

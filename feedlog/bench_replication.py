@@ -5,7 +5,8 @@ section "rss", feedlog/bench_rss.py):
    (`feedlog serve`); B is empty and syncs from A over loopback through the real handshake and
    box-stream. msg/s vs the raw all-cores verify rate measured right before (goal >= 0.75).
 2. reconnect: A and B both follow 10,000 feeds; after a first sync, a reconnect with nothing new
-   costs how many bytes each way (goal <= 2 KB) and how long.
+   costs how many bytes each way (goal <= 2 KB) and how long. Once with empty feeds, once with
+   one message in each (every note then carries a head prefix, spec/replication.md §5.2).
 3. live push latency: a message published on A reaches a live-connected B after how long.
 """
 
@@ -119,7 +120,7 @@ async def initial_sync(n: int, rounds: int) -> None:
           f"{statistics.median(ratios):.2f} (goal >= 0.75)")
 
 
-async def reconnect(feeds: int) -> None:
+async def reconnect(feeds: int, held: bool = False) -> None:
     keys = [Keypair.from_seed(hashlib.sha256(b"bench follow %d" % i).digest())
             for i in range(feeds)]
     with tempfile.TemporaryDirectory(prefix="feedlog-bench-reconnect-") as tmp:
@@ -127,6 +128,9 @@ async def reconnect(feeds: int) -> None:
         b = await Node.init(Path(tmp) / "b")
         for node in (a, b):
             await node.publish_many([content.contact("follow", k.public) for k in keys])
+        if held:  # one message in each followed feed, so every note names a head
+            await a.store.append([create(k, FeedState(k.public),  # type: ignore[arg-type]
+                                         content.post("held"), 1) for k in keys])
         await a.close()
         server = Server(Path(tmp) / "a")
         try:
@@ -140,7 +144,10 @@ async def reconnect(feeds: int) -> None:
         finally:
             server.stop()
             await b.close()
-    print(f"reconnect with {feeds} followed feeds: first sync {first.bytes_out:,} B out / "
+    what = "followed feeds holding one message each" if held else "followed feeds"
+    if held and first.added != feeds:
+        raise SystemExit(f"bench: the first sync took {first.added} of {feeds} messages")
+    print(f"reconnect with {feeds} {what}: first sync {first.bytes_out:,} B out / "
           f"{first.bytes_in:,} B in; next {second.bytes_out:,} / {second.bytes_in:,} B; with "
           f"nothing new {third.bytes_out:,} B out / {third.bytes_in:,} B in in {dt * 1000:.0f} ms "
           f"(goal <= 2048 B each way)")
@@ -175,4 +182,5 @@ async def live_latency(samples: int = 20) -> None:
 async def run(args: argparse.Namespace) -> None:
     await live_latency()
     await reconnect(10_000)
+    await reconnect(10_000, held=True)
     await initial_sync(args.messages, args.rounds)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from feedlog.config import Limits
 from feedlog.core import bundle as fmt
 from feedlog.core.errors import InvalidMessage, LocalError, RemoteError
 from feedlog.core.fork import ForkProof, decode_fork_proof
@@ -29,7 +30,14 @@ from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.files import fsync_dir
 from feedlog.ingest import UNKNOWN, IngestReport
 from feedlog.node import Node
-from feedlog.store.base import ContactRow, FeedInfo, NoteTable, PeerRecord, Store
+from feedlog.store.base import (
+    BaselineTable,
+    ContactRow,
+    FeedInfo,
+    NoteTable,
+    PeerRecord,
+    Store,
+)
 from feedlog.store.groups import DisplayRow, GroupSummary, PlacedRow
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -60,29 +68,44 @@ def bundle_dir(root: Path, *, create: bool = False) -> Path:
     return path
 
 
+TOO_LARGE = "file-too-large"  # a bundle file over max_bundle_file_size: listed, never read
+
+
 @dataclass
 class Listing:
     segments: dict[int, Path]
     sizes: dict[int, int]
     summary: Path | None
     tmp: list[Path]
+    oversize: dict[int, int] = field(default_factory=dict)
+    """Segments larger than the reader's ``max_bundle_file_size`` (number -> size): left out
+    of ``segments`` and ``sizes``, so nothing reads them, but their numbers stay taken."""
+    max_file: int = Limits().max_bundle_file_size
 
 
-def list_bundle(bdir: Path) -> Listing:
+def list_bundle(bdir: Path, max_file: int | None = None) -> Listing:
+    """The files of a bundle folder; segments over ``max_file`` bytes (default: the default
+    ``max_bundle_file_size``) go to ``oversize`` instead of ``segments``."""
+    limit = Limits().max_bundle_file_size if max_file is None else max_file
     segs: dict[int, Path] = {}
     sizes: dict[int, int] = {}
+    oversize: dict[int, int] = {}
     summary = None
     tmp = []
     for entry in bdir.iterdir():
         num = fmt.parse_segment_name(entry.name)
         if num is not None and entry.is_file():
+            size = entry.stat().st_size
+            if size > limit:
+                oversize[num] = size
+                continue
             segs[num] = entry
-            sizes[num] = entry.stat().st_size
+            sizes[num] = size
         elif entry.name.lower() == fmt.SUMMARY and entry.is_file():
             summary = entry
         elif fmt.is_tmp_name(entry.name):
             tmp.append(entry)
-    return Listing(segs, sizes, summary, tmp)
+    return Listing(segs, sizes, summary, tmp, oversize, limit)
 
 
 def read_summary(listing: Listing) -> tuple[fmt.Summary, str | None]:
@@ -91,6 +114,8 @@ def read_summary(listing: Listing) -> tuple[fmt.Summary, str | None]:
         return fmt.Summary.empty(), None if not listing.segments else "no-summary"
     try:
         size = listing.summary.stat().st_size
+        if size > listing.max_file:
+            return fmt.Summary.empty(), TOO_LARGE
         if size > fmt.MAX_SUMMARY_SIZE:
             return fmt.Summary.empty(), "bad-summary"
         return fmt.decode_summary(listing.summary.read_bytes()), None
@@ -310,7 +335,7 @@ async def export_bundle(node: Node, root: Path, feeds: Iterable[FeedId] | None =
 async def _export(node: Node, bdir: Path, feeds: Iterable[FeedId] | None,
                   progress: Progress | None, segment_max: int,
                   report: ExportReport) -> ExportReport:
-    listing = list_bundle(bdir)
+    listing = list_bundle(bdir, node.limits.max_bundle_file_size)
     for t in listing.tmp:
         t.unlink()
     if listing.tmp:
@@ -351,7 +376,7 @@ async def _export(node: Node, bdir: Path, feeds: Iterable[FeedId] | None,
 
     if not todo and not proofs and problem is None:
         return report
-    used = set(listing.sizes) | set(summary.segments)
+    used = set(listing.sizes) | set(summary.segments) | set(listing.oversize)
     writer = _SegmentWriter(bdir, max(used, default=0) + 1, segment_max)
     new_feeds = dict(summary.feeds)
     new_forks = list(summary.forks)
@@ -477,24 +502,29 @@ async def import_bundle(node: Node, root: Path, *, all_feeds: bool = False,
 async def _import(node: Node, root: Path, all_feeds: bool, dry_run: bool, use_summary: bool,
                   progress: Progress | None) -> ImportReport:
     bdir = bundle_dir(root)
-    listing = list_bundle(bdir)
+    listing = list_bundle(bdir, node.limits.max_bundle_file_size)
     summary, problem = read_summary(listing) if use_summary else (fmt.Summary.empty(), None)
     wanted = None if all_feeds else (await node.replication()).wanted
     store: Store = _DryRun(node.store) if dry_run else node.store
     local: dict[FeedId, FeedState] = {}
     local_ids: dict[FeedId, MsgId] = {}
+    forked: set[FeedId] = set()
     for a, f in summary.feeds.items():
         info = await store.feed(a)
         if info is None:
             continue
+        if info.forked_seq is not None:
+            forked.add(a)  # frozen: takes no message from the stick (spec/forks.md §2)
         local[a] = info.state
         if f.last <= info.seq:
             raw = await store.get_seq(a, f.last)
             if raw is not None:
                 local_ids[a] = decode_message(raw).id
-    plan = fmt.plan_import(summary, listing.sizes, local, local_ids, wanted)
+    plan = fmt.plan_import(summary, listing.sizes, local, local_ids, wanted, forked)
     ing = node.ingestor(only_wanted=wanted, store=store)
     report = ImportReport(str(root), dry_run, ing.report, plan, summary_problem=problem)
+    for num, size in sorted(listing.oversize.items()):  # reported whole, never opened
+        report.damage.append((num, fmt.Damage(0, size, TOO_LARGE)))
     total = plan.bytes
     if progress is not None:
         progress(0, total)
@@ -568,14 +598,19 @@ async def _check_summary(store: Store, summary: fmt.Summary,
     return bad
 
 
-async def verify_bundle(root: Path, *, progress: Progress | None = None) -> ImportReport:
+async def verify_bundle(root: Path, *, progress: Progress | None = None,
+                        limits: Limits | None = None) -> ImportReport:
     """Check every record of a bundle from scratch (into an empty memory store): framing,
-    signatures, chains, fork proofs, and whether the summary agrees with the data."""
+    signatures, chains, fork proofs, and whether the summary agrees with the data. Files over
+    ``limits.max_bundle_file_size`` are reported (``file-too-large``), not read."""
     node = Node.in_memory()
+    if limits is not None:
+        node.limits = limits
     try:
         rep = await import_bundle(node, root, all_feeds=True, use_summary=False,
                                   progress=progress)
-        summary, problem = read_summary(list_bundle(bundle_dir(root)))
+        summary, problem = read_summary(list_bundle(bundle_dir(root),
+                                                    node.limits.max_bundle_file_size))
         rep.summary_problem = problem
         if problem is None:
             full = fmt.plan_import(summary, {}, {}, {}, None)
@@ -623,6 +658,13 @@ class _DryRun:
 
     async def update_peer_notes(self, peer: FeedId, direction: str, upserts: NoteTable,
                                 removes: Sequence[FeedId]) -> None:
+        return None
+
+    async def peer_baseline(self, peer: FeedId, direction: str) -> BaselineTable:
+        return await self.base.peer_baseline(peer, direction)
+
+    async def update_peer_baseline(self, peer: FeedId, direction: str, upserts: BaselineTable,
+                                   removes: Sequence[FeedId]) -> None:
         return None
 
     async def peer_seen(self, feed: FeedId, host: str, port: int, source: str,

@@ -40,7 +40,10 @@ class Limits:
     max_vector_entries: int = 65_536
     """Most feeds in one vector (the "what I have" note) a peer may send."""
     max_concurrent_peers: int = 64
-    """Most peer connections served at once; further connections are refused."""
+    """Most peer connections served at once (past the handshake); further ones are refused."""
+    max_pending_handshakes: int = 32
+    """Most connections still in the handshake at once, counted apart from the peers served;
+    when full, the oldest pending handshake is dropped for the new one (connection floods)."""
     per_peer_buffered_bytes: int = 4 * MiB
     """Most bytes received from one peer and not yet stored (back-pressure beyond that)."""
     handshake_timeout: float = 10.0
@@ -65,6 +68,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_frame_size": (16 * KiB, 64 * MiB),
     "max_vector_entries": (16, 10_000_000),
     "max_concurrent_peers": (1, 10_000),
+    "max_pending_handshakes": (1, 10_000),
     "per_peer_buffered_bytes": (64 * KiB, 1 * GiB),
     "handshake_timeout": (0.1, 600.0),
     "idle_timeout": (1.0, 86_400.0),

@@ -85,6 +85,7 @@ class _Plan:
     conflicts: list[tuple[Message, Message | None, int]]  # (msg, counterpart, seq to fetch)
     checks: list[tuple[list[Message], asyncio.Future[list[bool]] | list[bool]]]
     size: int = 0  # messages to verify
+    nbytes: int = 0  # raw bytes handed to ``put`` for this plan (settled once committed)
 
 
 class Ingestor:
@@ -114,8 +115,15 @@ class Ingestor:
         self._committed: dict[FeedId, FeedInfo | None] = cache if cache is not None else {}
         self._optimistic: dict[FeedId, FeedState] = {}
         self._poisoned: set[FeedId] = set()
+        # feeds with a conflict planned: their later messages cannot link (the conflict did not
+        # advance the feed), which is the fork's consequence, not a gap the sender made
+        self._clashed: set[FeedId] = set()
         self._queue: asyncio.Queue[_Plan | None] = asyncio.Queue(maxsize=3)
         self._stage2: asyncio.Task[None] | None = None
+        self.pending_bytes = 0
+        """Raw bytes handed to ``put`` and not yet settled (stored, or counted as rejected or
+        duplicate): what this source holds in the pipeline's memory."""
+        self._settled = asyncio.Event()
 
     async def _info(self, author: FeedId) -> FeedInfo | None:
         if author not in self._committed:
@@ -132,10 +140,35 @@ class Ingestor:
         three batches wait for stage 2)."""
         if self._stage2 is None:
             self._stage2 = asyncio.get_running_loop().create_task(self._run_stage2())
-        plan = await self._plan(raws)
-        await self._queue.put(plan)
+        nbytes = sum(map(len, raws))
+        self.pending_bytes += nbytes
+        try:
+            plan = await self._plan(raws)
+            plan.nbytes = nbytes
+            await self._queue.put(plan)
+        except BaseException:
+            self._settle(nbytes)  # never queued: stage 2 will not settle it
+            raise
         if self._stage2.done():  # surface stage 2's failure (e.g. disk full) at once
             await self._stage2
+
+    async def room(self, nbytes: int, limit: int) -> None:
+        """Wait until ``nbytes`` more fit under ``limit`` pending bytes (back-pressure by
+        bytes; a batch always fits when nothing is pending, so one larger than ``limit`` still
+        progresses). Returns at once when stage 2 has ended (``put`` then reports why)."""
+        while self.pending_bytes > 0 and self.pending_bytes + nbytes > limit:
+            if self._stage2 is None or self._stage2.done():
+                return
+            self._settled.clear()
+            waiter = asyncio.ensure_future(self._settled.wait())
+            try:
+                await asyncio.wait({waiter, self._stage2}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+
+    def _settle(self, nbytes: int) -> None:
+        self.pending_bytes -= nbytes
+        self._settled.set()
 
     async def finish(self) -> IngestReport:
         """Wait for every submitted batch to be committed; the ingestor can be reused after."""
@@ -210,12 +243,13 @@ class Ingestor:
             elif where is Link.DUPLICATE:
                 rep.duplicates += 1
             elif where is Link.GAP:
-                rep.reject("seq-gap")
+                rep.reject("feed-refused" if a in self._clashed else "seq-gap")
             elif where is Link.OLDER:
                 conflicts.append((m, None, m.seq))
                 pending.append(m)
             else:
                 seq_at = m.seq if where is Link.FORK else m.seq - 1
+                self._clashed.add(a)
                 same = [c for c in candidates.get(a, []) if c.seq == seq_at]
                 conflicts.append((m, same[0] if same else None, seq_at))
                 pending.append(m)
@@ -250,7 +284,10 @@ class Ingestor:
                 plans.append(nxt)
                 plan = nxt
                 rows += plan.size
-            await self._commit(plans)
+            try:
+                await self._commit(plans)
+            finally:
+                self._settle(sum(p.nbytes for p in plans))
             if done:
                 return
 

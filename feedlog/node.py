@@ -24,15 +24,7 @@ from feedlog.core.errors import InvalidMessage, LocalError, StoreError
 from feedlog.core.fork import ForkProof, decode_fork_proof
 from feedlog.core.graph import Contact, Replication, replication_set
 from feedlog.core.ids import FeedId, MsgId, feed_id_text, msg_id_text
-from feedlog.core.message import (
-    SIGN_TAG,
-    FeedState,
-    Message,
-    Unsigned,
-    finish,
-    prepare,
-    sign_header,
-)
+from feedlog.core.message import SIGN_TAG, Chain, FeedState, Message
 from feedlog.core.validate import Link, check_signature, decode_message, link
 from feedlog.core.view import GroupView
 from feedlog.identity import DB_FILE, KEY_FILE, read_key, write_key
@@ -186,55 +178,49 @@ class Node:
             await self._check_fence()
             state = await self._own_state()
             ts = now_ms() if timestamp is None else timestamp
+            chain = Chain(self.keys.public, state, ts)
             # Chained here in order, signed on the pool a chunk at a time as soon as the chunk
-            # is chained, so the workers sign while this loop prepares the next chunk.
+            # is chained, so the workers sign while this loop chains the next chunk.
             loop = asyncio.get_running_loop()
             jobs: list[asyncio.Future[list[Message]]] = []
-            unsigned: list[Unsigned] = []
+            step = self.SIGN_CHUNK
             try:
                 for item in items:
-                    c = contents.post(item) if isinstance(item, str) else item
-                    u = prepare(self.keys.public, state, c, ts)
-                    unsigned.append(u)
-                    state = u.state
-                    if len(unsigned) == self.SIGN_CHUNK:
-                        jobs.append(loop.run_in_executor(self._executor, _sign_chunk,
-                                                         self.keys, unsigned))
-                        unsigned = []
+                    chain.add(item)
+                    n = len(chain)
+                    if n % step == 0:
+                        jobs.append(loop.run_in_executor(self._executor, _sign_range,
+                                                         self.keys, chain, n - step, n))
             except BaseException:  # e.g. a bad content: nothing is published
                 for job in jobs:
                     job.cancel()
                 raise
-            if jobs:
-                if unsigned:
-                    jobs.append(loop.run_in_executor(self._executor, _sign_chunk, self.keys,
-                                                     unsigned))
-                msgs = [m for part in await asyncio.gather(*jobs) for m in part]
-            else:
-                msgs = await self._sign(unsigned)
+            n = len(chain)
             try:
-                await self.store.append(msgs)
+                if not jobs:
+                    msgs = _sign_range(self.keys, chain, 0, n)
+                    await self.store.append(msgs)
+                else:
+                    if n % step:
+                        jobs.append(loop.run_in_executor(self._executor, _sign_range,
+                                                         self.keys, chain, n - n % step, n))
+                    if isinstance(self.store, SqliteStore):
+                        # each chunk is written as soon as it is signed, in one transaction
+                        # committed after the last: storing overlaps with signing
+                        msgs = await self.store.append_parts(jobs)
+                    else:
+                        msgs = [m for part in await asyncio.gather(*jobs) for m in part]
+                        await self.store.append(msgs)
             except BaseException:
+                for job in jobs:
+                    job.cancel()
                 self._own = None
                 self._heads.pop(self.id, None)
                 raise
-            self._own = state
+            self._own = chain.state
             self._heads.pop(self.id, None)
             self._announce(msgs)
             return msgs
-
-    async def _sign(self, unsigned: Sequence[Unsigned]) -> list[Message]:
-        """Sign a chained batch; large batches are signed on every core (libsodium releases
-        the GIL), which the header-only message id makes possible."""
-        if len(unsigned) < 64:
-            return [finish(u, sign_header(self.keys, u.header)) for u in unsigned]
-        loop = asyncio.get_running_loop()
-        step = -(-len(unsigned) // self.workers)
-        parts = await asyncio.gather(*[
-            loop.run_in_executor(self._executor, _sign_chunk, self.keys, unsigned[i : i + step])
-            for i in range(0, len(unsigned), step)
-        ])
-        return [m for part in parts for m in part]
 
     # --- the restore fence (spec/forks.md) -------------------------------------------------
 
@@ -486,9 +472,8 @@ class Node:
         return report
 
 
-def _sign_chunk(keys: Keypair, unsigned: Sequence[Unsigned]) -> list[Message]:
-    sigs = keys.sign_many(SIGN_TAG, [u.header for u in unsigned])
-    return [finish(u, s) for u, s in zip(unsigned, sigs, strict=True)]
+def _sign_range(keys: Keypair, chain: Chain, start: int, stop: int) -> list[Message]:
+    return chain.messages(start, stop, keys.sign_many(SIGN_TAG, chain.headers[start:stop]))
 
 
 def _check_sigs(msgs: Sequence[Message]) -> list[int]:

@@ -333,6 +333,9 @@ def _frame_seeds() -> list[bytes]:
         wire.Notes(wire.MODE_FULL, True, (wire.Entry(ALICE.public, wire.make_note(5, True)),
                                           wire.Entry(BOB.public, wire.NOTE_DONT_REPLICATE),
                                           wire.Entry(bytes(32), wire.make_note(2, False), 2))),
+        wire.Notes(wire.MODE_DELTA, True, (
+            wire.Entry(ALICE.public, wire.make_note(6, True), None, bytes(range(8))),
+            wire.Entry(BOB.public, wire.make_note(3, False), 2, bytes(range(8, 16))))),
         wire.Msgs(tuple(m.raw for m in chain[:3])),
         wire.Done(3), wire.Synced(), wire.Fork(_fork_seeds()[0]),
         wire.Error("protocol-error", "bad frame"), wire.Ping(),

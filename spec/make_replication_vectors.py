@@ -24,6 +24,7 @@ from feedlog.core.ids import FeedId
 from feedlog.core.message import FeedState, Message, create
 from feedlog.core.validate import decode_message
 from feedlog.core.wire import (
+    HEAD_SIZE,
     LENGTH_SIZE,
     MAX_FRAME_SIZE,
     MAX_NOTES_PER_FRAME,
@@ -45,6 +46,7 @@ from feedlog.core.wire import (
     Synced,
     decode_body,
     encode_frame,
+    head_prefix,
     make_note,
     msgs_frames,
 )
@@ -74,11 +76,19 @@ def chain(kp: Keypair, n: int, tag: str, after: list[Message] | None = None) -> 
 # --- JSON forms of frames and entries -----------------------------------------------------------
 
 def entry_json(e: Entry) -> list[Any]:
-    return [e.feed.hex(), e.note] if e.forked is None else [e.feed.hex(), e.note, e.forked]
+    """As on the wire: [feed, note], then the head (hex) if any, then forked if any."""
+    out: list[Any] = [e.feed.hex(), e.note]
+    if e.head is not None:
+        out.append(e.head.hex())
+    if e.forked is not None:
+        out.append(e.forked)
+    return out
 
 
 def entry_of(j: list[Any]) -> Entry:
-    return Entry(bytes.fromhex(j[0]), j[1], j[2] if len(j) == 3 else None)
+    head = bytes.fromhex(j[2]) if len(j) > 2 and isinstance(j[2], str) else None
+    forked = j[-1] if len(j) > 2 and isinstance(j[-1], int) else None
+    return Entry(bytes.fromhex(j[0]), j[1], forked, head)
 
 
 def frame_json(f: Frame) -> dict[str, Any]:
@@ -119,9 +129,13 @@ class Node:
     sent_base: rp.Table = field(default_factory=dict)
     recv_base: rp.Table = field(default_factory=dict)
 
+    def head(self, f: FeedId) -> bytes | None:
+        raws = self.store.get(f)
+        return head_prefix(decode_message(raws[-1]).id) if raws else None
+
     def mine(self) -> rp.Table:
         return {f: Entry(f, make_note(len(self.store.get(f, [])), f not in self.forked),
-                         self.forked.get(f)) for f in self.wanted}
+                         self.forked.get(f), self.head(f)) for f in self.wanted}
 
     def seqs(self) -> dict[FeedId, int]:
         return {f: len(raws) for f, raws in self.store.items()}
@@ -159,22 +173,24 @@ class Script:
                 self.sends[side] += [encode_frame(Fork(p)) for p in node.forks.get(e.feed, [])]
             elif isinstance(e, rp.Ingest):
                 seqs: dict[FeedId, int] = {}
+                heads: dict[FeedId, bytes] = {}
                 for raw in e.messages:
                     m = decode_message(raw)
                     assert s.accepts(m.author), "the script sends only accepted feeds"
                     held = node.store.setdefault(m.author, [])
+                    if m.author in node.forked:
+                        continue  # feed-forked: refused
+                    if m.seq == len(held) and raw != held[-1]:
+                        # another message of the seq we hold (§8.1): a fork, as ingest finds it
+                        proof = make_fork_proof(decode_message(held[-1]), m).encode()
+                        self.record(side, proof)
+                        continue
                     assert m.seq == len(held) + 1, "the script streams in order"
                     held.append(raw)
-                    seqs[m.author] = m.seq
-                self.effects(side, s.ingested(seqs))
+                    seqs[m.author], heads[m.author] = m.seq, m.id[:HEAD_SIZE]
+                self.effects(side, s.ingested(seqs, heads))
             elif isinstance(e, rp.RecordFork):
-                # as feedlog/net/replicator.py does: verify, keep it if the feed is ours, then
-                # announce the changed entry to the peer as an update
-                proof = decode_fork_proof(e.proof)
-                if proof.author in s.mine and proof.author not in node.forked:
-                    node.forks.setdefault(proof.author, []).append(e.proof)
-                    node.forked[proof.author] = proof.seq
-                    self.effects(side, s.local_changed({proof.author: node.mine()[proof.author]}))
+                self.record(side, e.proof)
             elif isinstance(e, rp.Drain):
                 self.effects(side, s.drained())
             elif isinstance(e, rp.SaveBaseline):
@@ -190,6 +206,16 @@ class Script:
                 self.caught_up.append(side)
             else:
                 raise AssertionError(f"unexpected effect {e}")
+
+    def record(self, side: str, raw: bytes) -> None:
+        """As feedlog/net/replicator.py does: verify, keep it if the feed is ours, then
+        announce the changed entry to the peer as an update."""
+        node, s = self.nodes[side], self.sessions[side]
+        proof = decode_fork_proof(raw)
+        if proof.author in s.mine and proof.author not in node.forked:
+            node.forks.setdefault(proof.author, []).append(raw)
+            node.forked[proof.author] = proof.seq
+            self.effects(side, s.local_changed({proof.author: node.mine()[proof.author]}))
 
     def pump(self) -> None:
         while True:
@@ -225,16 +251,21 @@ class Script:
 
 def frames(msgs: list[Message], proof: bytes) -> list[dict[str, Any]]:
     f1, f2, f3 = (keys(n).public for n in ("frame feed 1", "frame feed 2", "frame feed 3"))
+    h1, h2, h3 = (fixed(f"head {i}", HEAD_SIZE) for i in (1, 2, 3))
     cases: list[tuple[str, Frame]] = [
         ("hello, no baseline, one-shot", Hello(VERSION, b"", False)),
         ("hello, with a baseline, live", Hello(VERSION, fixed("a baseline"), True)),
         ("notes, full vector, one frame", Notes(MODE_FULL, True, (
-            Entry(f1, make_note(0, True)), Entry(f2, make_note(300, True)),
-            Entry(f3, make_note(7, False), 5)))),
+            Entry(f1, make_note(0, True)), Entry(f2, make_note(300, True), None, h2),
+            Entry(f3, make_note(7, False), 5, h3)))),
         ("notes, first frame of a longer full vector", Notes(MODE_FULL, False, (
-            Entry(f1, make_note(2**53, True)),))),
+            Entry(f1, make_note(2**53, True), None, h1),))),
+        ("notes, entries without a head: a forked feed held at seq 0, a sender naming no head",
+         Notes(MODE_FULL, True, (Entry(f1, make_note(0, False), 1),
+                                 Entry(f2, make_note(4, True))))),
         ("notes, delta vector with a removal", Notes(MODE_DELTA, True, (
-            Entry(f2, make_note(301, True)), Entry(f1, -1)))),
+            Entry(f2, make_note(301, True), None, fixed("head 301", HEAD_SIZE)),
+            Entry(f1, -1)))),
         ("notes, empty vector", Notes(MODE_FULL, True, ())),
         ("notes, update", Notes(MODE_UPDATE, True, (Entry(f3, -1),))),
         ("msgs, two messages", Msgs(tuple(m.raw for m in msgs[:2]))),
@@ -250,6 +281,7 @@ def frames(msgs: list[Message], proof: bytes) -> list[dict[str, Any]]:
 
 def invalid_frames() -> list[dict[str, Any]]:
     feed = keys("frame feed 1").public
+    head = fixed("head 1", HEAD_SIZE)
     bodies: list[tuple[str, bytes, str]] = [
         ("not CBOR (a lone break byte)", b"\xff", "bad-frame"),
         ("non-canonical CBOR (PING with a 2-byte array head)", b"\x98\x01\x07", "bad-frame"),
@@ -280,7 +312,23 @@ def invalid_frames() -> list[dict[str, Any]]:
         ("NOTES entry with note above 2^54+1",
          encode([1, 0, True, [[feed, 2 * MAX_SEQ + 2]]]), "bad-frame"),
         ("NOTES entry with forked 0", encode([1, 0, True, [[feed, 3, 0]]]), "bad-frame"),
-        ("NOTES entry of 4 elements", encode([1, 0, True, [[feed, 3, 1, 1]]]), "bad-frame"),
+        ("NOTES entry with two forked", encode([1, 0, True, [[feed, 3, 1, 1]]]), "bad-frame"),
+        ("NOTES entry with a head of 7 bytes", encode([1, 0, True, [[feed, 4, head[:7]]]]),
+         "bad-frame"),
+        ("NOTES entry with a head of 32 bytes", encode([1, 0, True, [[feed, 4, feed]]]),
+         "bad-frame"),
+        ("NOTES entry with a head at seq 0", encode([1, 0, True, [[feed, 1, head]]]),
+         "bad-frame"),
+        ("NOTES entry with a head and note -1", encode([1, 0, True, [[feed, -1, head]]]),
+         "bad-frame"),
+        ("NOTES entry with forked before the head", encode([1, 0, True, [[feed, 4, 1, head]]]),
+         "bad-frame"),
+        ("NOTES entry with two heads", encode([1, 0, True, [[feed, 4, head, head]]]),
+         "bad-frame"),
+        ("NOTES entry of 5 elements", encode([1, 0, True, [[feed, 4, head, 1, 1]]]),
+         "bad-frame"),
+        ("NOTES entry with a text head", encode([1, 0, True, [[feed, 4, "headhead"]]]),
+         "bad-frame"),
         ("NOTES duplicate feed", encode([1, 0, True, [[feed, 0], [feed, 2]]]), "bad-frame"),
         ("NOTES update not last", encode([1, MODE_UPDATE, False, []]), "bad-frame"),
         ("MSGS without messages", encode([2, []]), "bad-frame"),
@@ -311,9 +359,15 @@ def digests() -> list[dict[str, Any]]:
         ("one feed at seq 0", [Entry(f[0], make_note(0, True))]),
         ("one feed at seq 5", [Entry(f[0], make_note(5, True))]),
         ("one feed at seq 5, don't send", [Entry(f[0], make_note(5, False))]),
+        ("one feed at seq 5 with its head", [
+            Entry(f[0], make_note(5, True), None, fixed("digest head 5", HEAD_SIZE))]),
         ("three feeds given out of order, one forked", [
             Entry(f[2], make_note(9, False), 4), Entry(f[0], make_note(1, True)),
             Entry(f[1], make_note(2**53, True))]),
+        ("three feeds with heads given out of order, one forked", [
+            Entry(f[2], make_note(9, False), 4, fixed("digest head 9", HEAD_SIZE)),
+            Entry(f[0], make_note(1, True), None, fixed("digest head 1", HEAD_SIZE)),
+            Entry(f[1], make_note(0, True))]),
     ]
     return [{"name": n, "table": [entry_json(e) for e in es],
              "digest": rp.digest({FeedId(e.feed): e for e in es}).hex()} for n, es in cases]
@@ -362,6 +416,23 @@ def sessions() -> list[dict[str, Any]]:
                 "nodes": before, "published_after_caught_up": {
                     "side": "a", "feed": a_id.hex(), "message": alice[-1].raw.hex()},
                 **second.result()})
+
+    # a fork of equal length (§8.1): twin's key wrote two histories of 3 messages, diverging at
+    # seq 2; a and b each hold one. Same seq, different heads: each sends its message 3, each
+    # records the proof, tells the other in an update and offers the proof.
+    kt = keys("twin")
+    t_id = FeedId(kt.public)
+    one = chain(kt, 1, "twin")
+    x, y = chain(kt, 2, "twin laptop", one), chain(kt, 2, "twin desktop", one)
+    c = Node("a", [a_id, t_id])
+    c.store = {t_id: [m.raw for m in x]}
+    d = Node("b", [b_id, t_id])
+    d.store = {t_id: [m.raw for m in y]}
+    before = {"a": c.state_json(False), "b": d.state_json(False)}
+    third = Script(c, d, live=False)
+    third.run()
+    out.append({"name": "a fork of equal length found by the heads, one-shot", "live": False,
+                "nodes": before, **third.result()})
     return out
 
 
@@ -377,7 +448,7 @@ def build() -> dict[str, Any]:
             "version": VERSION, "max_frame": MAX_FRAME_SIZE, "max_notes": MAX_NOTES_PER_FRAME,
             "max_seq": MAX_SEQ, "max_message": 8192, "max_fork_proof": 3 * 8192,
             "max_error_code": 64, "max_error_message": MAX_TEXT,
-            "baseline_tag": rp.BASELINE_TAG.hex(),
+            "baseline_tag": rp.BASELINE_TAG.hex(), "head_size": HEAD_SIZE,
             "default_network_key": hashlib.sha256(NETWORK_KEY_LABEL).hexdigest(),
             "default_port": DEFAULT_PORT,
         },

@@ -6,29 +6,48 @@ and a seeded random schedule interleaves publishing, delivery, connects, disconn
 and crashes that lose the last persisted baseline. Every step is appended to a trace, which a
 failing test prints with its seed.
 
+Forks: with ``forks=True`` a peer sometimes writes to another author's feed, as if that key were
+used on two machines (a "twin"). Each message then names its history: ``author(32) ‖ seq(8) ‖
+label(4) ‖ previous label(4)``, and the entry's head prefix is a hash of it, as the real head
+prefix is of the real id. A peer's ingest finds a fork as the real one does (another message of
+a seq it holds, or a next message whose previous is not its head), keeps a mark (the fork's
+seq), and the marks spread in FORK frames.
+
 Invariants checked while running (an honest peer never violates them):
 - a peer is only sent messages of feeds it accepts, in order, without gaps;
 - SendRange only ever asks for messages the sender holds;
 and at the end, after every pair has been connected live until quiet: every peer holds every feed
-it replicates up to the highest seq any peer holds.
+it replicates up to the highest seq any peer holds, except that a feed of which two peers hold
+histories that are not prefixes of each other is marked forked on every peer replicating it,
+with the same fork seq; and one more one-shot meeting of every pair moves no message and no proof.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 
 from feedlog.core import replication as rep
 from feedlog.core.ids import FeedId
-from feedlog.core.wire import Entry, Frame, Msgs, Notes, encode_frame, make_note
+from feedlog.core.wire import Entry, Fork, Frame, Msgs, Notes, encode_frame, make_note
 
 
 def fid(i: int) -> FeedId:
     return FeedId(bytes([i + 1]) * 32)
 
 
-def synth(author: FeedId, seq: int) -> bytes:
-    return author + seq.to_bytes(8, "big")
+def synth(author: FeedId, seq: int, label: int = 0, prev: int = 0) -> bytes:
+    return author + seq.to_bytes(8, "big") + label.to_bytes(4, "big") + prev.to_bytes(4, "big")
+
+
+def parse(raw: bytes) -> tuple[FeedId, int, int, int]:
+    return (FeedId(raw[:32]), int.from_bytes(raw[32:40], "big"),
+            int.from_bytes(raw[40:44], "big"), int.from_bytes(raw[44:48], "big"))
+
+
+def head_of(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()[:8]
 
 
 class SimFailure(AssertionError):
@@ -41,13 +60,34 @@ class Peer:
     replicates: set[FeedId]
     held: dict[FeedId, int] = field(default_factory=dict)
     baselines: dict[tuple[int, str], rep.Table] = field(default_factory=dict)
+    msgs: dict[FeedId, list[bytes]] = field(default_factory=dict)  # the history held, per feed
+    forked: dict[FeedId, int] = field(default_factory=dict)  # fork marks (seq of the proof)
 
     @property
     def id(self) -> FeedId:
         return fid(self.index)
 
+    def entry(self, f: FeedId) -> Entry:
+        held = self.msgs.get(f, [])
+        return Entry(f, make_note(len(held), f not in self.forked), self.forked.get(f),
+                     head_of(held[-1]) if held else None)
+
     def entries(self) -> rep.Table:
-        return {f: Entry(f, make_note(self.held.get(f, 0), True)) for f in self.replicates}
+        return {f: self.entry(f) for f in self.replicates}
+
+    def append(self, raw: bytes) -> None:
+        f, q, _, _ = parse(raw)
+        self.msgs.setdefault(f, []).append(raw)
+        self.held[f] = q
+
+    def write(self, f: FeedId, count: int, label: int) -> int:
+        """Append ``count`` messages of history ``label`` to this peer's copy of ``f``."""
+        held = self.msgs.get(f, [])
+        prev = parse(held[-1])[2] if held else 0
+        for _ in range(count):
+            self.append(synth(f, self.held.get(f, 0) + 1, label, prev))
+            prev = label
+        return self.held[f]
 
 
 @dataclass
@@ -60,12 +100,17 @@ class Conn:
     caught_up: set[int] = field(default_factory=set)
     notes_entries: dict[int, int] = field(default_factory=dict)  # entries sent by peer index
     bytes_sent: dict[int, int] = field(default_factory=dict)
+    msgs_sent: dict[int, int] = field(default_factory=dict)  # messages sent by peer index
+    forks_sent: dict[int, int] = field(default_factory=dict)  # FORK frames sent by peer index
 
 
 class World:
-    def __init__(self, seed: int, peers: int = 4, feeds_blocked: bool = True) -> None:
+    def __init__(self, seed: int, peers: int = 4, feeds_blocked: bool = True,
+                 forks: bool = False) -> None:
         self.rng = random.Random(seed)
         self.seed = seed
+        self.forks = forks
+        self._labels = 0
         self.trace: list[str] = []
         n = peers
         self.peers: list[Peer] = []
@@ -83,14 +128,41 @@ class World:
 
     def publish(self, i: int, count: int = 1) -> None:
         p = self.peers[i]
-        p.held[p.id] = p.held.get(p.id, 0) + count
+        if p.id in p.forked:
+            self.log(f"publish p{i}: refused, its feed is forked")
+            return
+        p.write(p.id, count, 0)
         self.log(f"publish p{i} -> seq {p.held[p.id]}")
         self.advanced(i, p.id, p.held[p.id])
 
+    def twin(self, i: int, author: int, count: int = 1) -> None:
+        """Peer i writes ``count`` messages to ``author``'s feed with that author's key: a
+        history of its own, diverging from every other one at its first message."""
+        p, f = self.peers[i], fid(author)
+        if f in p.forked or f not in p.replicates:
+            return
+        self._labels += 1
+        p.write(f, count, self._labels)
+        self.log(f"twin p{i} writes p{author}'s feed -> seq {p.held[f]} (history "
+                 f"{self._labels})")
+        self.advanced(i, f, p.held[f])
+
     def advanced(self, i: int, feed: FeedId, seq: int) -> None:
+        head = head_of(self.peers[i].msgs[feed][-1])
         for c in self.conns:
             if c.open and i in c.sessions:
-                self.run(c, i, c.sessions[i].local_advanced(feed, seq))
+                self.run(c, i, c.sessions[i].local_advanced(feed, seq, head))
+
+    def mark_fork(self, i: int, f: FeedId, seq: int, why: str) -> None:
+        """Peer i holds a proof of a fork of ``f`` at ``seq``: its entry changes everywhere."""
+        p = self.peers[i]
+        if f not in p.replicates or p.forked.get(f, seq + 1) <= seq:
+            return
+        p.forked[f] = seq
+        self.log(f"p{i} marks p{f[0] - 1}'s feed forked at {seq} ({why})")
+        for c in self.conns:
+            if c.open and i in c.sessions:
+                self.run(c, i, c.sessions[i].local_changed({f: p.entry(f)}))
 
     def connect(self, a: int, b: int, live: bool) -> Conn:
         sessions = {}
@@ -145,8 +217,17 @@ class World:
                 if peer.held.get(e.feed, 0) < e.last or e.first < 1:
                     raise SimFailure(f"p{me} asked to send {e} but holds "
                                      f"{peer.held.get(e.feed, 0)}")
-                frame = Msgs(tuple(synth(e.feed, q) for q in range(e.first, e.last + 1)))
+                frame = Msgs(tuple(peer.msgs[e.feed][e.first - 1 : e.last]))
                 c.queues[to].append(frame)
+                c.msgs_sent[me] = c.msgs_sent.get(me, 0) + len(frame.messages)
+            elif isinstance(e, rep.SendForks):
+                if e.feed not in peer.forked:
+                    raise SimFailure(f"p{me} asked to send proofs of a feed it holds none of")
+                c.queues[to].append(Fork(e.feed + peer.forked[e.feed].to_bytes(8, "big")))
+                c.forks_sent[me] = c.forks_sent.get(me, 0) + 1
+            elif isinstance(e, rep.RecordFork):
+                self.mark_fork(me, FeedId(e.proof[:32]), int.from_bytes(e.proof[32:], "big"),
+                               f"proof from p{to}")
             elif isinstance(e, rep.Ingest):
                 self.ingest(c, me, e.messages)
             elif isinstance(e, rep.Drain):
@@ -158,29 +239,41 @@ class World:
                 self.log(f"p{me} caught up with p{to}")
             elif isinstance(e, rep.Close):
                 raise SimFailure(f"p{me} closed the connection to p{to}: {e.code} {e.message}")
-            elif isinstance(e, (rep.Plan, rep.SendForks, rep.RecordFork)):
+            elif isinstance(e, rep.Plan):
                 pass
 
     def ingest(self, c: Conn, me: int, raws: tuple[bytes, ...]) -> None:
         s = c.sessions[me]
         p = self.peers[me]
         changed: dict[FeedId, int] = {}
+        forks: list[tuple[FeedId, int, str]] = []
         for raw in raws:
-            f, q = FeedId(raw[:32]), int.from_bytes(raw[32:], "big")
+            f, q, _, prev = parse(raw)
             if not s.accepts(f):
                 raise SimFailure(f"p{me} was sent feed p{f[0] - 1} it does not accept")
-            have = p.held.get(f, 0)
-            if q > have + 1:
-                raise SimFailure(f"p{me} got seq {q} of p{f[0] - 1} but holds {have}: a gap")
-            if q == have + 1:
-                p.held[f] = q
+            if f in p.forked or any(k[0] == f for k in forks):
+                continue  # feed-forked (or refused after the fork in this batch)
+            held = p.msgs.get(f, [])
+            if q > len(held) + 1:
+                raise SimFailure(f"p{me} got seq {q} of p{f[0] - 1} but holds {len(held)}: "
+                                 "a gap")
+            if q <= len(held):
+                if held[q - 1] != raw:
+                    forks.append((f, q, "same seq"))
+            elif held and parse(held[-1])[2] != prev:
+                forks.append((f, q - 1, "broken link"))
+            else:
+                p.append(raw)
                 changed[f] = q
         if changed:
-            self.run(c, me, s.ingested(changed))
+            self.run(c, me, s.ingested(changed, {f: head_of(p.msgs[f][-1]) for f in changed}))
             for f, q in changed.items():
+                head = head_of(p.msgs[f][-1])
                 for other in self.conns:
                     if other is not c and other.open and me in other.sessions:
-                        self.run(other, me, other.sessions[me].local_advanced(f, q))
+                        self.run(other, me, other.sessions[me].local_advanced(f, q, head))
+        for f, q, why in forks:
+            self.mark_fork(me, f, q, why)
 
     def deliver_one(self) -> bool:
         ready = [(c, to) for c in self.conns if c.open for to in (c.a, c.b) if c.queues[to]]
@@ -205,7 +298,11 @@ class World:
             r = self.rng.random()
             open_conns = [c for c in self.conns if c.open]
             if r < 0.25:
-                self.publish(self.rng.randrange(n), self.rng.randint(1, 5))
+                if self.forks and self.rng.random() < 0.1:
+                    i, j = self.rng.sample(range(n), 2)
+                    self.twin(i, j, self.rng.randint(1, 3))
+                else:
+                    self.publish(self.rng.randrange(n), self.rng.randint(1, 5))
             elif r < 0.35 and len(open_conns) < n:
                 a, b = self.rng.sample(range(n), 2)
                 if not any(c.open and {c.a, c.b} == {a, b} for c in self.conns):
@@ -224,13 +321,32 @@ class World:
                 self.connect(a, b, live=True)
         self.quiesce()
 
+    def forked_feeds(self) -> set[FeedId]:
+        """Feeds of which two peers hold histories that are not prefixes of each other."""
+        out: set[FeedId] = set()
+        for x in self.peers:
+            for y in self.peers:
+                for f, mx in x.msgs.items():
+                    my = y.msgs.get(f, [])
+                    n = min(len(mx), len(my))
+                    if mx[:n] != my[:n]:
+                        out.add(f)
+        return out
+
     def check_converged(self) -> None:
         best: dict[FeedId, int] = {}
         for p in self.peers:
             for f, q in p.held.items():
                 best[f] = max(best.get(f, 0), q)
+        forked = self.forked_feeds()
+        for f in forked | {f for p in self.peers for f in p.forked}:
+            marks = {p.index: p.forked.get(f) for p in self.peers if f in p.replicates}
+            if len(set(marks.values())) != 1 or None in marks.values():
+                raise SimFailure(f"p{f[0] - 1}'s feed is forked; fork marks per peer: {marks}")
         for p in self.peers:
             for f in p.replicates:
+                if f in forked or f in p.forked:
+                    continue
                 if p.held.get(f, 0) != best.get(f, 0):
                     raise SimFailure(f"p{p.index} holds p{f[0] - 1} up to "
                                      f"{p.held.get(f, 0)}, best is {best.get(f, 0)}")
@@ -239,3 +355,18 @@ class World:
         for c in self.conns:
             if c.open and c.caught_up != {c.a, c.b}:
                 raise SimFailure(f"p{c.a}-p{c.b} never caught up")
+
+    def check_quiet_reconnect(self) -> None:
+        """Once converged, one more one-shot meeting of every pair moves no message and no
+        fork proof (a forked feed is neither asked for nor offered again)."""
+        for c in self.conns:
+            self.disconnect(c)
+        n = len(self.peers)
+        again = [self.connect(a, b, live=False) for a in range(n) for b in range(a + 1, n)]
+        self.quiesce()
+        for c in again:
+            if c.caught_up != {c.a, c.b}:
+                raise SimFailure(f"p{c.a}-p{c.b} never caught up on the quiet reconnect")
+            if any(c.msgs_sent.values()) or any(c.forks_sent.values()):
+                raise SimFailure(f"p{c.a}-p{c.b} moved {c.msgs_sent} messages and "
+                                 f"{c.forks_sent} proofs on a reconnect with nothing new")

@@ -172,3 +172,25 @@ def test_nothing_is_grouped_behind_a_fork() -> None:
         assert len(report.forks) == 1
 
     asyncio.run(main())
+
+
+def test_messages_after_a_broken_link_are_refused_not_a_gap() -> None:
+    """A peer holding the other branch of a fork sends seq 2, 3, ...: seq 2 does not link to our
+    seq 1 (a broken-link fork) and seq 3 then cannot link either. That is the fork's doing, so
+    seq 3 is refused like every message behind a fork, not reported as a gap the peer made
+    (``seq-gap`` ends a replication session)."""
+
+    async def main() -> None:
+        bob = keypair("bob")
+        msgs = chain(bob, 4, "b")
+        twin = create(bob, FeedState(FeedId(bob.public)), content.post("other laptop"), 1)
+        store = MemoryStore()
+        await Ingestor(store).ingest([twin.raw])
+        report = await Ingestor(store).ingest([m.raw for m in msgs[1:]])
+        rep = report.feed(FeedId(bob.public))
+        assert rep.forked and rep.added == 0
+        assert rep.rejected == {"wrong-previous": 1, "feed-refused": 2}, rep.rejected
+        info = await store.feed(FeedId(bob.public))
+        assert info is not None and info.seq == 1 and info.forked_seq == 1
+
+    asyncio.run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from feedlog import Node
 from feedlog.core import content
-from feedlog.core.errors import LocalError
+from feedlog.core.errors import LocalError, StoreError
 from feedlog.core.message import create
 from feedlog.identity import KEY_FILE
 
@@ -130,3 +131,44 @@ async def test_own_feed_restored_from_elsewhere_continues_chain(tmp_path: Path) 
     m3 = await c.publish("3")
     assert m3.seq == 3 and m3.previous == msgs[1].id
     await c.close()
+
+
+async def test_publish_many_is_all_or_nothing_and_chains_on(tmp_path: Path) -> None:
+    a = await Node.init(tmp_path / "a")
+    first = await a.publish_many([f"m{i}" for i in range(300)] + [{"type": "x-note", "n": 1}])
+    assert [m.seq for m in first] == list(range(1, 302))
+    # a bad item after several signing jobs were started: nothing of the batch is stored
+    items: list[str | dict[str, object]] = [f"n{i}" for i in range(700)]
+    items.insert(500, {"type": "about", "name": ""})
+    with pytest.raises(LocalError) as info:
+        await a.publish_many(items)
+    assert info.value.code == "bad-content"
+    assert (await a.status())["seq"] == 301
+    more = await a.publish_many([f"k{i}" for i in range(1000)])  # several jobs, one batch
+    assert [m.seq for m in more] == list(range(302, 1302))
+    assert more[0].previous == first[-1].id
+    assert all(m.previous == p.id for p, m in itertools.pairwise(more))
+    assert [m.raw for m in await a.feed(since=301)] == [m.raw for m in more]
+    report = await a.verify()
+    assert report.ok and report.messages == 1301
+    await a.close()
+
+
+async def test_publish_many_on_a_full_store_stores_nothing_and_goes_on(tmp_path: Path) -> None:
+    from feedlog.store.sqlite import SqliteStore
+
+    a = await Node.init(tmp_path / "a")
+    first = await a.publish_many([f"m{i}" for i in range(5)])
+    store = a.store
+    assert isinstance(store, SqliteStore)
+    pages = (await store._rows("PRAGMA page_count"))[0][0]
+    await store.set_max_pages(pages + 2)
+    with pytest.raises(StoreError) as info:  # chunks are written as they are signed
+        await a.publish_many([f"big {i} " + "x" * 300 for i in range(2000)])
+    assert info.value.code == "disk-full"
+    assert (await a.status())["seq"] == 5
+    await store.set_max_pages(10**7)
+    more = await a.publish_many([f"n{i}" for i in range(300)])
+    assert more[0].seq == 6 and more[0].previous == first[-1].id
+    assert (await a.verify()).ok
+    await a.close()

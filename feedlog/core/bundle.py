@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from feedlog.core import encoding
@@ -427,12 +427,15 @@ class ImportPlan:
 
 def plan_import(summary: Summary, sizes: Mapping[int, int],
                 local: Mapping[FeedId, FeedState], local_ids: Mapping[FeedId, MsgId],
-                wanted: frozenset[FeedId] | None) -> ImportPlan:
+                wanted: frozenset[FeedId] | None,
+                forked: Collection[FeedId] = ()) -> ImportPlan:
     """Which byte ranges a reader must read (spec/bundle.md §6).
 
     ``sizes`` are the segment files present (number -> size on disk); ``local`` the reader's
     heads (absent = empty feed); ``local_ids[a]`` the reader's id at the stick's last seq of
-    ``a`` when the reader has that seq. ``wanted`` None means every feed.
+    ``a`` when the reader has that seq. ``wanted`` None means every feed. ``forked``: feeds the
+    reader holds a fork proof for; it takes no message of them, so their extents are skipped
+    (their fork records are still read).
     """
     ranges: list[tuple[int, int, int]] = []
     whole: set[int] = set()
@@ -456,7 +459,7 @@ def plan_import(summary: Summary, sizes: Mapping[int, int],
 
     feeds, skipped = [], []
     for author, f in sorted(summary.feeds.items()):
-        if wanted is not None and author not in wanted:
+        if (wanted is not None and author not in wanted) or author in forked:
             skipped.append(author)
             continue
         st = local.get(author, FeedState(author))

@@ -14,7 +14,11 @@ Vocabulary:
   replicate it); an *entry* is a feed, its note and, when I hold a fork proof, the fork's seq;
 - the *baseline* is, per peer and direction, the entries most recently exchanged, persisted by both
   sides; when both hold the same baseline (checked by digest in HELLO), the initial vector only
-  carries entries that changed since ("request skipping").
+  carries entries that changed since ("request skipping");
+- an entry with seq >= 1 carries the *head*: the first 8 bytes of the id of the sender's message
+  at that seq. Two sides holding a feed at the same seq with different heads hold two histories
+  (an equal-length fork, §8.1): each sends the other its message at that seq, so both ingests
+  see two signed messages of one seq and record a fork proof, which then spreads as usual.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from feedlog.core.crypto import sha256
 from feedlog.core.errors import ProtocolError
 from feedlog.core.ids import FeedId
 from feedlog.core.wire import (
+    HEAD_SIZE,
     MAX_NOTES_PER_FRAME,
     MODE_DELTA,
     MODE_FULL,
@@ -43,20 +48,21 @@ from feedlog.core.wire import (
     Synced,
 )
 
-BASELINE_TAG = b"feedlog/baseline/v1\x00"
+BASELINE_TAG = b"feedlog/baseline/v2\x00"
+_NO_HEAD = bytes(HEAD_SIZE)
 
 Table = dict[FeedId, Entry]  # a baseline: entries with note >= 0, keyed by feed
 
 
 def digest(table: Mapping[FeedId, Entry]) -> bytes:
-    """The baseline digest of spec/replication.md §7: empty table -> b""."""
+    """The baseline digest of spec/replication.md §7.1: empty table -> b""."""
     if not table:
         return b""
     parts = [BASELINE_TAG]
     for feed in sorted(table):
         e = table[feed]
         parts.append(feed + e.note.to_bytes(8, "big", signed=True)
-                     + (e.forked or 0).to_bytes(8, "big"))
+                     + (e.forked or 0).to_bytes(8, "big") + (e.head or _NO_HEAD))
     return sha256(b"".join(parts))
 
 
@@ -148,7 +154,9 @@ class Session:
 
     ``mine``: this node's entries (every feed it replicates), ``seqs``: how far this node holds
     each feed (may include feeds it does not replicate; they are never sent),
-    ``sent_base`` / ``recv_base``: the persisted baseline for this peer.
+    ``sent_base`` / ``recv_base``: the persisted baseline for this peer, ``heads``: the head
+    prefix of this node's message at ``seqs[feed]``, where known (kept up to date by
+    ``local_advanced`` and ``ingested``; an entry of ``mine`` names the head at its own seq).
     """
 
     mine: Table
@@ -157,6 +165,7 @@ class Session:
     recv_base: Table = field(default_factory=dict)
     live: bool = False
     max_entries: int = 65_536  # most feeds the peer's vector may hold (Limits)
+    heads: dict[FeedId, bytes] = field(default_factory=dict)
 
     theirs: Table = field(default_factory=dict)
     peer_has: dict[FeedId, int] = field(default_factory=dict)
@@ -171,6 +180,7 @@ class Session:
     _synced_sent: bool = False
     _synced_received: bool = False
     _caught_up: bool = False
+    _heads_sent: set[FeedId] = field(default_factory=set)  # feeds whose head we sent (§8.1)
     closed: bool = False
 
     # --- inputs ----------------------------------------------------------------------------
@@ -275,6 +285,7 @@ class Session:
                     self.peer_has[f] = max(self.peer_has.get(f, 0), e.seq)
                     if self._done_sent and self.both_live:
                         out += self._push(f)
+                        out += self._send_head(f)
                     out += self._forks_for(f)
             return out
         if self._notes_done:
@@ -315,6 +326,13 @@ class Session:
                 incoming[f] = (have + 1, theirs.seq)
             if theirs.wants and have > theirs.seq and mine.forked is None:
                 outgoing[f] = (theirs.seq + 1, have)
+            if self._heads_differ(f):  # same seq, two histories: swap the two messages
+                s = theirs.seq
+                if mine.wants:
+                    incoming[f] = (s, s)
+                if theirs.wants:
+                    outgoing[f] = (s, s)
+                    self._heads_sent.add(f)
         self.plan = Plan(dict(sorted(incoming.items())), dict(sorted(outgoing.items())))
         out: list[Effect] = [self.plan]
         for f in sorted(self.mine):
@@ -328,6 +346,35 @@ class Session:
         self._done_sent = True
         return out
 
+    def _head_at(self, f: FeedId, seq: int) -> bytes | None:
+        """The head prefix of this node's message ``seq`` of ``f``, if the session knows it."""
+        if seq >= 1 and self.seqs.get(f, 0) == seq and f in self.heads:
+            return self.heads[f]
+        mine = self.mine.get(f)
+        return mine.head if mine is not None and mine.seq == seq else None
+
+    def _heads_differ(self, f: FeedId) -> bool:
+        """Both sides hold ``f`` up to the same seq, neither holds a fork proof, and the heads
+        named for that seq differ (spec/replication.md §8.1)."""
+        mine, theirs = self.mine.get(f), self.theirs.get(f)
+        if mine is None or theirs is None or mine.forked is not None \
+                or theirs.forked is not None or theirs.head is None:
+            return False
+        s = theirs.seq
+        if s < 1 or self.seqs.get(f, 0) != s:
+            return False
+        head = self._head_at(f, s)
+        return head is not None and head != theirs.head
+
+    def _send_head(self, f: FeedId) -> list[Effect]:
+        """Later (an update, live): send our message at the common seq once, if heads differ."""
+        theirs = self.theirs.get(f)
+        if f in self._heads_sent or theirs is None or not theirs.wants \
+                or not self._heads_differ(f):
+            return []
+        self._heads_sent.add(f)
+        return [SendRange(f, theirs.seq, theirs.seq)]
+
     def _forks_for(self, f: FeedId) -> list[Effect]:
         mine, theirs = self.mine.get(f), self.theirs.get(f)
         if mine is None or mine.forked is None or theirs is None:
@@ -336,12 +383,24 @@ class Session:
             return []
         return [SendForks(f)]
 
-    def ingested(self, seqs: Mapping[FeedId, int]) -> list[Effect]:
-        """Messages from this peer were stored: ``seqs`` gives the new stored seq per feed."""
+    def ingested(self, seqs: Mapping[FeedId, int],
+                 heads: Mapping[FeedId, bytes] | None = None) -> list[Effect]:
+        """Messages from this peer were stored: ``seqs`` gives the new stored seq per feed,
+        ``heads`` (optional) the head prefix at that seq."""
         for f, s in seqs.items():
-            self.seqs[f] = max(self.seqs.get(f, 0), s)
+            self._advance(f, s, heads.get(f) if heads is not None else None)
             self.peer_has[f] = max(self.peer_has.get(f, 0), s)
         return []
+
+    def _advance(self, f: FeedId, seq: int, head: bytes | None) -> bool:
+        if seq <= self.seqs.get(f, 0):
+            return False
+        self.seqs[f] = seq
+        if head is not None:
+            self.heads[f] = head
+        else:
+            self.heads.pop(f, None)
+        return True
 
     def drained(self) -> list[Effect]:
         """Everything the peer sent up to its DONE has been ingested."""
@@ -356,11 +415,11 @@ class Session:
             return [CaughtUp()]
         return []
 
-    def local_advanced(self, feed: FeedId, seq: int) -> list[Effect]:
-        """This node now holds ``feed`` up to ``seq`` (published, or received from anyone)."""
-        if seq <= self.seqs.get(feed, 0):
+    def local_advanced(self, feed: FeedId, seq: int, head: bytes | None = None) -> list[Effect]:
+        """This node now holds ``feed`` up to ``seq`` (published, or received from anyone);
+        ``head``, when given, is the head prefix of that message."""
+        if not self._advance(feed, seq, head):
             return []
-        self.seqs[feed] = seq
         if self.closed or not self._done_sent or not self.both_live:
             return []
         return self._push(feed)
@@ -401,6 +460,7 @@ class Session:
                 out += self._forks_for(FeedId(e.feed))
                 if self._done_sent and self.both_live:
                     out += self._push(FeedId(e.feed))
+                    out += self._send_head(FeedId(e.feed))
         return out
 
     def fail(self, code: str, message: str) -> list[Effect]:

@@ -25,6 +25,7 @@ MAX_NOTES_PER_FRAME = 1024
 NOTE_DONT_REPLICATE = -1
 MAX_SEQ = 2**53  # spec/feed.md: seq fits an IEEE double, so JSON tools are safe
 MAX_TEXT = 512
+HEAD_SIZE = 8  # bytes of the head message id carried in a note entry (spec/replication.md §5.2)
 
 HELLO, NOTES, MSGS, DONE, SYNCED, FORK, ERROR, PING = range(8)
 MODE_FULL, MODE_DELTA, MODE_UPDATE = 0, 1, 2
@@ -42,6 +43,7 @@ class Entry:
     feed: bytes
     note: int  # -1: I don't replicate it; else seq * 2 + (1 if "don't send it to me")
     forked: int | None = None  # seq at which I hold a fork proof for this feed
+    head: bytes | None = None  # first HEAD_SIZE bytes of the id of my message at ``seq``
 
     @property
     def replicates(self) -> bool:
@@ -58,6 +60,11 @@ class Entry:
 
 def make_note(seq: int, wants: bool) -> int:
     return seq * 2 + (0 if wants else 1)
+
+
+def head_prefix(msg_id: bytes | None) -> bytes | None:
+    """The head prefix of a note entry: the first HEAD_SIZE bytes of a message id."""
+    return None if msg_id is None else bytes(msg_id[:HEAD_SIZE])
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +112,7 @@ def _body(frame: Frame) -> list[object]:
     if isinstance(frame, Hello):
         return [HELLO, frame.version, frame.baseline, frame.live]
     if isinstance(frame, Notes):
-        return [NOTES, frame.mode, frame.last, [
-            [e.feed, e.note] if e.forked is None else [e.feed, e.note, e.forked]
-            for e in frame.entries]]
+        return [NOTES, frame.mode, frame.last, [_entry_body(e) for e in frame.entries]]
     if isinstance(frame, Msgs):
         return [MSGS, list(frame.messages)]
     if isinstance(frame, Done):
@@ -119,6 +124,15 @@ def _body(frame: Frame) -> list[object]:
     if isinstance(frame, Error):
         return [ERROR, frame.code, frame.message]
     return [PING]
+
+
+def _entry_body(e: Entry) -> list[object]:
+    body: list[object] = [e.feed, e.note]
+    if e.head is not None:
+        body.append(e.head)
+    if e.forked is not None:
+        body.append(e.forked)
+    return body
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -153,17 +167,21 @@ def _uint(v: object, limit: int = MAX_SEQ) -> bool:
 
 
 def _entry(item: object) -> Entry:
-    if not isinstance(item, list) or len(item) not in (2, 3):
-        raise _bad("a note entry is [feed, note] or [feed, note, forked]")
+    if not isinstance(item, list) or not 2 <= len(item) <= 4:
+        raise _bad("a note entry is [feed, note, head?, forked?]")
     feed, note = item[0], item[1]
     if not isinstance(feed, bytes) or len(feed) != 32:
         raise _bad("a feed in a note entry is 32 bytes")
     if type(note) is not int or not NOTE_DONT_REPLICATE <= note <= 2 * MAX_SEQ + 1:
         raise _bad("a note is -1 or seq * 2 + flag")
-    forked = item[2] if len(item) == 3 else None
-    if forked is not None and (not _uint(forked) or forked < 1):
-        raise _bad("forked is a seq >= 1")
-    return Entry(feed, note, forked)
+    rest = item[2:]
+    head = rest.pop(0) if rest and isinstance(rest[0], bytes) else None
+    if head is not None and (len(head) != HEAD_SIZE or note < 2):
+        raise _bad(f"a head is {HEAD_SIZE} bytes, only in an entry with seq >= 1")
+    forked = rest.pop(0) if rest else None
+    if rest or (forked is not None and (not _uint(forked) or forked < 1)):
+        raise _bad("forked is a seq >= 1, after the head")
+    return Entry(feed, note, forked, head)
 
 
 def decode_body(body: bytes, *, max_notes: int = MAX_NOTES_PER_FRAME) -> Frame:

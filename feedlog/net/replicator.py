@@ -25,17 +25,20 @@ from feedlog.core.fork import decode_fork_proof
 from feedlog.core.ids import FeedId, feed_id_text
 from feedlog.core.message import Message
 from feedlog.core.wire import (
+    HEAD_SIZE,
     Entry,
     Error,
     Fork,
     Ping,
     encode_frame,
+    head_prefix,
     make_note,
     msgs_frames,
 )
 from feedlog.ingest import Ingestor
 from feedlog.net.transport import (
     DEFAULT_NETWORK_KEY,
+    READ_SIZE,
     Address,
     Channel,
     client_channel,
@@ -67,13 +70,38 @@ class NetConfig:
     max_frame: int = _DEFAULTS.max_frame_size
     max_entries: int = _DEFAULTS.max_vector_entries
     max_peers: int = _DEFAULTS.max_concurrent_peers
+    max_pending: int = _DEFAULTS.max_pending_handshakes  # connections still in the handshake
+    max_buffered: int = _DEFAULTS.per_peer_buffered_bytes  # one peer's bytes not yet stored
     range_batch: int = 1000  # messages read from the store per query when streaming
 
     @classmethod
     def from_limits(cls, limits: Limits, **overrides: Any) -> NetConfig:
-        return cls(handshake_timeout=limits.handshake_timeout, idle_timeout=limits.idle_timeout,
-                   max_frame=limits.max_frame_size, max_entries=limits.max_vector_entries,
-                   max_peers=limits.max_concurrent_peers, **overrides)
+        values: dict[str, Any] = dict(
+            handshake_timeout=limits.handshake_timeout, idle_timeout=limits.idle_timeout,
+            stall_timeout=min(30.0, limits.idle_timeout),
+            max_frame=limits.max_frame_size, max_entries=limits.max_vector_entries,
+            max_peers=limits.max_concurrent_peers, max_pending=limits.max_pending_handshakes,
+            max_buffered=limits.per_peer_buffered_bytes)
+        values.update(overrides)
+        return cls(**values)
+
+    # How ``max_buffered`` (B) is shared out along one connection's read path
+    # (spec/replication.md §10.2): asyncio's stream buffer stops reading the socket above B/4,
+    # the channel takes at most B/8 from it per read, and messages handed to verification and
+    # storage stay under B/2 (one frame is always let through when none are pending).
+
+    @property
+    def stream_limit(self) -> int:
+        """asyncio StreamReader ``limit``: it pauses the socket above twice this."""
+        return max(4 * 1024, min(1 << 20, self.max_buffered // 8))
+
+    @property
+    def read_size(self) -> int:
+        return max(4 * 1024, min(READ_SIZE, self.max_buffered // 8))
+
+    @property
+    def ingest_budget(self) -> int:
+        return self.max_buffered // 2
 
 
 @dataclass
@@ -136,8 +164,8 @@ class Link:
         store = self.node.store
         mine, seqs = await self.rep.entries()
         for d in ("sent", "recv"):
-            self._saved[d] = {f: Entry(f, n, k)
-                              for f, (n, k) in (await store.peer_notes(self.peer, d)).items()}
+            self._saved[d] = {f: Entry(f, n, k, h)
+                              for f, (n, k, h) in (await store.peer_baseline(self.peer, d)).items()}
         s = rp.Session(mine=mine, seqs=seqs, sent_base=dict(self._saved["sent"]),
                        recv_base=dict(self._saved["recv"]), live=self.live,
                        max_entries=self.rep.config.max_entries)
@@ -213,6 +241,10 @@ class Link:
             if isinstance(e, rp.Ingest):
                 assert self._ingestor is not None
                 self.result.received += len(e.messages)
+                # per_peer_buffered_bytes: no more reading from this peer until what it sent
+                # before is stored (TCP back-pressure)
+                await self._ingestor.room(sum(map(len, e.messages)),
+                                          self.rep.config.ingest_budget)
                 await self._ingestor.put(e.messages)
                 self._check_report()
                 self._progress()
@@ -220,6 +252,9 @@ class Link:
                 assert self._ingestor is not None and self.session is not None
                 await self._ingestor.finish()
                 self._check_report()
+                # a fork found in what the peer sent reaches it (update notes, FORK) before our
+                # SYNCED: a one-shot peer closes once both sides said SYNCED
+                await self.rep.flush_changes()
                 await self._handle(self.session.drained())
             elif isinstance(e, rp.RecordFork):
                 await self._record_fork(e.proof)
@@ -276,12 +311,10 @@ class Link:
     # --- ingest outcomes ---------------------------------------------------------------------
 
     def _committed(self, msgs: Sequence[Message]) -> None:
-        seqs: dict[FeedId, int] = {}
-        for m in msgs:
-            seqs[m.author] = max(seqs.get(m.author, 0), m.seq)
+        seqs, heads = _heads_of(msgs)
         self.result.added += len(msgs)
         if self.session is not None:
-            self._dispatch(self.session.ingested(seqs))
+            self._dispatch(self.session.ingested(seqs, heads))
 
     def _check_report(self) -> None:
         assert self._ingestor is not None
@@ -392,18 +425,20 @@ class Link:
 
     async def _save(self, item: rp.SaveBaseline) -> None:
         old = self._saved.get(item.direction, {})
-        upserts = {f: (e.note, e.forked) for f, e in item.table.items() if old.get(f) != e}
+        upserts = {f: (e.note, e.forked, e.head) for f, e in item.table.items()
+                   if old.get(f) != e}
         removes = [f for f in old if f not in item.table]
-        await self.node.store.update_peer_notes(self.peer, item.direction, upserts, removes)
+        await self.node.store.update_peer_baseline(self.peer, item.direction, upserts, removes)
         self._saved[item.direction] = dict(item.table)
 
     # --- from the replicator -----------------------------------------------------------------
 
-    def local_advanced(self, seqs: dict[FeedId, int]) -> None:
+    def local_advanced(self, seqs: dict[FeedId, int],
+                       heads: dict[FeedId, bytes] | None = None) -> None:
         if self.session is None or self.session.closed:
             return
         for f, q in seqs.items():
-            self._dispatch(self.session.local_advanced(f, q))
+            self._dispatch(self.session.local_advanced(f, q, heads.get(f) if heads else None))
 
     def local_changed(self, entries: dict[FeedId, Entry | None]) -> None:
         if self.session is None or self.session.closed:
@@ -423,11 +458,23 @@ class Replicator:
         self.on_link_end: Callable[[Link], None] | None = None
         self._recompute: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
+        # server connections still in the handshake, oldest first; those dropped for newer ones
+        self.handshaking: dict[asyncio.StreamWriter, None] = {}
+        self.evicted: set[asyncio.StreamWriter] = set()
         node.listeners.append(self._on_stored)
 
     def close(self) -> None:
+        """Stop listening to the node; a recompute still pending is dropped (the node's store
+        may be closed next)."""
         with contextlib.suppress(ValueError):
             self.node.listeners.remove(self._on_stored)
+        task, self._recompute = self._recompute, None
+        if task is not None:
+            if task.done():
+                if not task.cancelled():
+                    task.exception()  # retrieved: a failure after the links ended is moot
+            else:
+                task.cancel()
 
     async def entries(self) -> tuple[rp.Table, dict[FeedId, int]]:
         """This node's notes: every feed it replicates, how far it holds it, forks."""
@@ -439,7 +486,8 @@ class Replicator:
             info = feeds.get(f)
             seq = info.seq if info else 0
             forked = info.forked_seq if info else None
-            mine[f] = Entry(f, make_note(seq, forked is None), forked)
+            head = head_prefix(info.head) if info and seq > 0 else None
+            mine[f] = Entry(f, make_note(seq, forked is None), forked, head)
         seqs = {f: info.seq for f, info in feeds.items()}
         return mine, seqs
 
@@ -450,8 +498,9 @@ class Replicator:
             seqs[m.author] = max(seqs.get(m.author, 0), m.seq)
             if not contacts and m.value is not None and m.value.get("type") in CONTACT_TYPES:
                 contacts = True
+        _, heads = _heads_of(msgs)
         for link in list(self.links):
-            link.local_advanced(seqs)
+            link.local_advanced(seqs, heads)
         if contacts:
             self._schedule_recompute()
 
@@ -470,6 +519,13 @@ class Replicator:
         """A fork proof for ``feed`` was stored: every link's notes for it change."""
         self.node.forget_heads([feed])
         self._schedule_recompute()
+
+    async def flush_changes(self) -> None:
+        """Wait until a pending recompute of what this node replicates has been pushed to
+        every link."""
+        task = self._recompute
+        if task is not None and not task.done():
+            await asyncio.shield(task)
 
     def _schedule_recompute(self) -> None:
         if self._recompute is None or self._recompute.done():
@@ -508,27 +564,45 @@ class Replicator:
         await self.entries()  # learn the block list before the first handshake
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if len(self.links) >= self.config.max_peers:
-                await close_writer(writer)
-                return
+            cfg = self.config
             try:
+                if len(self.links) >= cfg.max_peers:
+                    await close_writer(writer)
+                    return
                 channel = await server_channel(
-                    reader, writer, network_key=self.config.network_key, keys=self.node.keys,
-                    timeout=self.config.handshake_timeout, authorize=self.authorize,
-                    max_frame=self.config.max_frame)
+                    reader, writer, network_key=cfg.network_key, keys=self.node.keys,
+                    timeout=cfg.handshake_timeout, authorize=self.authorize,
+                    max_frame=cfg.max_frame, read_size=cfg.read_size)
             except FeedlogError as exc:
-                self.finished.append(SyncResult("?", _peername(writer), error=exc.code,
-                                                message=exc.message))
+                code, message = exc.code, exc.message
+                if writer in self.evicted:
+                    code = "handshake-evicted"
+                    message = "dropped for a newer connection: too many pending handshakes"
+                self.finished.append(SyncResult("?", _peername(writer), error=code,
+                                                message=message))
                 return
+            finally:
+                self.handshaking.pop(writer, None)
+                self.evicted.discard(writer)
             await Link(self, channel, live, on_progress).run()
 
         def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # Handshakes in progress are counted apart from the peers served: a flood of
+            # connections that never finish one holds at most max_pending of them (and as many
+            # sockets), the oldest being dropped for a newcomer, so it cannot keep a good peer
+            # out. Done here, as each connection is accepted, before any task runs.
+            while len(self.handshaking) >= self.config.max_pending:
+                oldest = next(iter(self.handshaking))
+                self.handshaking.pop(oldest)
+                self.evicted.add(oldest)
+                oldest.transport.abort()
+            self.handshaking[writer] = None
             task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
                 handle(reader, writer))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        return await asyncio.start_server(spawn, host, port, limit=1 << 20)
+        return await asyncio.start_server(spawn, host, port, limit=self.config.stream_limit)
 
     async def connect(self, address: Address, *, live: bool = False,
                       on_progress: Callable[[Link], None] | None = None,
@@ -540,7 +614,8 @@ class Replicator:
         await self.entries()
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address.host, address.port, limit=1 << 20),
+                asyncio.open_connection(address.host, address.port,
+                                        limit=self.config.stream_limit),
                 self.config.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise LocalError(f"cannot connect to {address.host}:{address.port}: {exc}",
@@ -548,11 +623,22 @@ class Replicator:
         channel = await client_channel(
             reader, writer, network_key=self.config.network_key, keys=self.node.keys,
             server=address.feed, timeout=self.config.handshake_timeout,
-            max_frame=self.config.max_frame)
+            max_frame=self.config.max_frame, read_size=self.config.read_size)
         link = Link(self, channel, live, on_progress)
         if on_link is not None:
             on_link(link)
         return await link.run()
+
+
+def _heads_of(msgs: Sequence[Message]) -> tuple[dict[FeedId, int], dict[FeedId, bytes]]:
+    """The highest seq per feed among ``msgs`` and the head prefix of that message."""
+    seqs: dict[FeedId, int] = {}
+    heads: dict[FeedId, bytes] = {}
+    for m in msgs:
+        if m.seq > seqs.get(m.author, 0):
+            seqs[m.author] = m.seq
+            heads[m.author] = m.id[:HEAD_SIZE]
+    return seqs, heads
 
 
 def _peername(writer: asyncio.StreamWriter) -> str:

@@ -23,6 +23,7 @@ DEFAULT_NETWORK_KEY = bytes.fromhex(
     "268998bb20e475062a153f57dd69e1d1b7275b55e8df11a1c0dd45f7e327a2dd")
 DEFAULT_PORT = 8765
 READ_SIZE = 256 * 1024
+SOCKET_READ = 256 * 1024  # most bytes asyncio's transport takes from the socket at once
 
 
 def parse_network_key(text: str) -> bytes:
@@ -72,8 +73,10 @@ class Channel:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  peer: FeedId, enc: BoxStreamWriter, dec: BoxStreamReader, early: bytes,
-                 counters: Counters, *, max_frame: int = MAX_FRAME_SIZE) -> None:
+                 counters: Counters, *, max_frame: int = MAX_FRAME_SIZE,
+                 read_size: int = READ_SIZE) -> None:
         self.reader, self.writer, self.peer = reader, writer, peer
+        self.read_size = read_size  # most bytes taken from the socket buffer per read
         self._enc, self._dec = enc, dec
         self._frames = FrameDecoder(max_frame=max_frame)
         self._pending = bytearray(early)
@@ -121,7 +124,7 @@ class Channel:
                     return frames
                 continue
             try:
-                data = await self.reader.read(READ_SIZE)
+                data = await self.reader.read(self.read_size)
             except (ConnectionError, OSError) as exc:
                 raise ProtocolError(f"connection lost: {exc}", code="connection-lost") from None
             self.counters.bytes_in += len(data)
@@ -177,25 +180,27 @@ async def _drive(hs: ClientHandshake | ServerHandshake, reader: asyncio.StreamRe
 
 async def client_channel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                          network_key: bytes, keys: Keypair, server: FeedId,
-                         timeout: float, max_frame: int = MAX_FRAME_SIZE) -> Channel:
+                         timeout: float, max_frame: int = MAX_FRAME_SIZE,
+                         read_size: int = READ_SIZE) -> Channel:
     """Run the client side of the handshake; on any failure close and raise HandshakeError."""
     counters = Counters()
     hs = ClientHandshake(network_key, keys, server, os.urandom(32))
-    return await _finish(hs, reader, writer, counters, timeout, max_frame)
+    return await _finish(hs, reader, writer, counters, timeout, max_frame, read_size)
 
 
 async def server_channel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                          network_key: bytes, keys: Keypair, timeout: float,
                          authorize: Callable[[bytes], bool] | None = None,
-                         max_frame: int = MAX_FRAME_SIZE) -> Channel:
+                         max_frame: int = MAX_FRAME_SIZE,
+                         read_size: int = READ_SIZE) -> Channel:
     counters = Counters()
     hs = ServerHandshake(network_key, keys, os.urandom(32), authorize)
-    return await _finish(hs, reader, writer, counters, timeout, max_frame)
+    return await _finish(hs, reader, writer, counters, timeout, max_frame, read_size)
 
 
 async def _finish(hs: ClientHandshake | ServerHandshake, reader: asyncio.StreamReader,
                   writer: asyncio.StreamWriter, counters: Counters, timeout: float,
-                  max_frame: int) -> Channel:
+                  max_frame: int, read_size: int) -> Channel:
     try:
         await asyncio.wait_for(_drive(hs, reader, writer, counters), timeout)
     except TimeoutError:
@@ -213,4 +218,4 @@ async def _finish(hs: ClientHandshake | ServerHandshake, reader: asyncio.StreamR
     enc = BoxStreamWriter(keys.encrypt_key, keys.encrypt_nonce)
     dec = BoxStreamReader(keys.decrypt_key, keys.decrypt_nonce)
     return Channel(reader, writer, FeedId(keys.remote_public), enc, dec, hs.leftover(),
-                   counters, max_frame=max_frame)
+                   counters, max_frame=max_frame, read_size=read_size)

@@ -30,6 +30,8 @@ from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.store.groups import DisplayRow, GroupSummary, PlacedRow
 
 NoteTable = dict[FeedId, tuple[int, "int | None"]]  # feed -> (note, forked seq)
+# feed -> (note, forked seq, head prefix): a baseline with the heads of spec/replication.md §5.2
+BaselineTable = dict[FeedId, tuple[int, "int | None", "bytes | None"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,14 @@ class Store(Protocol):
     async def update_peer_notes(self, peer: FeedId, direction: str,
                                 upserts: NoteTable,
                                 removes: Sequence[FeedId]) -> None: ...
+
+    # the same baselines with each entry's head prefix (None: no head); ``update_peer_notes``
+    # stores entries without a head
+    async def peer_baseline(self, peer: FeedId, direction: str) -> BaselineTable: ...
+
+    async def update_peer_baseline(self, peer: FeedId, direction: str,
+                                   upserts: BaselineTable,
+                                   removes: Sequence[FeedId]) -> None: ...
     # --- peer book (feedlog/peers.py) ---
     async def peer_seen(self, feed: FeedId, host: str, port: int, source: str,
                         when: int) -> None: ...

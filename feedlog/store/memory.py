@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 
 from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
@@ -10,6 +10,7 @@ from feedlog.core.message import Message
 from feedlog.core.validate import decode_message
 from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.store.base import (
+    BaselineTable,
     ContactRow,
     FeedInfo,
     NoteTable,
@@ -37,6 +38,7 @@ class MemoryStore:
         self._names: dict[FeedId, tuple[int, str]] = {}
         self._meta: dict[str, str] = {}
         self._notes: dict[tuple[FeedId, str], NoteTable] = {}
+        self._heads: dict[tuple[FeedId, str], dict[FeedId, bytes]] = {}
         self._peers: dict[FeedId, PeerRecord] = {}
         self._arrival: list[tuple[FeedId, int]] = []  # every message, in the order appended
         self._rx_of: dict[MsgId, int] = {}  # 1 + its place in _arrival, as SQLite's rx
@@ -88,6 +90,12 @@ class MemoryStore:
             if author not in self._names or self._names[author][0] < seq:
                 self._names[author] = (seq, name)
 
+    async def append_parts(self, parts: Iterable[Awaitable[Sequence[Message]]]
+                           ) -> list[Message]:
+        msgs = [m for part in parts for m in await part]
+        await self.append(msgs)
+        return msgs
+
     async def get(self, msg_id: MsgId) -> bytes | None:
         where = self._by_id.get(msg_id)
         return None if where is None else self._raw[where[0]][where[1] - 1]
@@ -138,10 +146,28 @@ class MemoryStore:
     async def update_peer_notes(self, peer: FeedId, direction: str,
                                 upserts: NoteTable,
                                 removes: Sequence[FeedId]) -> None:
+        await self.update_peer_baseline(
+            peer, direction, {f: (n, k, None) for f, (n, k) in upserts.items()}, removes)
+
+    async def peer_baseline(self, peer: FeedId, direction: str) -> BaselineTable:
+        heads = self._heads.get((peer, direction), {})
+        return {f: (n, k, heads.get(f))
+                for f, (n, k) in self._notes.get((peer, direction), {}).items()}
+
+    async def update_peer_baseline(self, peer: FeedId, direction: str,
+                                   upserts: BaselineTable,
+                                   removes: Sequence[FeedId]) -> None:
         table = self._notes.setdefault((peer, direction), {})
+        heads = self._heads.setdefault((peer, direction), {})
         for f in removes:
             table.pop(f, None)
-        table.update(upserts)
+            heads.pop(f, None)
+        for f, (n, k, h) in upserts.items():
+            table[f] = (n, k)
+            if h is None:
+                heads.pop(f, None)
+            else:
+                heads[f] = h
     async def peer_seen(self, feed: FeedId, host: str, port: int, source: str,
                         when: int) -> None:
         old = self._peers.get(feed)

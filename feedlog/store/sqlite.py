@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ from feedlog.core.message import Message
 from feedlog.core.validate import decode_message
 from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.store.base import (
+    BaselineTable,
     ContactRow,
     FeedInfo,
     NoteTable,
@@ -101,6 +103,15 @@ _FEATURE_TABLES: list[str] = [
         feed BLOB NOT NULL,
         note INTEGER NOT NULL,
         forked INTEGER,
+        PRIMARY KEY (peer, dir, feed)
+    ) WITHOUT ROWID""",
+    # the head prefix of a baseline entry (spec/replication.md §5.2, §7): a row of peer_notes
+    # without one here has no head (seq 0, or a baseline saved before heads existed)
+    """CREATE TABLE IF NOT EXISTS peer_heads (
+        peer BLOB NOT NULL,
+        dir INTEGER NOT NULL,
+        feed BLOB NOT NULL,
+        head BLOB NOT NULL,
         PRIMARY KEY (peer, dir, feed)
     ) WITHOUT ROWID""",
     # peer book (feedlog/peers.py)
@@ -204,6 +215,78 @@ def _read_only(directory: Path) -> bool:
     except (OSError, AttributeError):
         pass
     return not os.access(directory, os.W_OK)
+
+
+_COMMIT = object()  # append_parts: the last part was given
+_ABORT = object()  # append_parts: a part failed; roll back
+
+
+class _Batch:
+    """One append transaction on the connection's thread, fed one or more runs of messages.
+
+    ``add`` checks each run against the heads stored or added before it (store/base.py
+    ``plan_append``) and writes its rows; ``commit`` writes the new heads and commits. Any
+    failure leaves the batch to ``rollback``: nothing of it is stored.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.heads: dict[FeedId, FeedInfo | None] = {}  # stored or planned head of each feed
+        self.planned: dict[FeedId, FeedInfo] = {}  # the heads this batch moves
+        conn.execute("BEGIN IMMEDIATE")
+
+    def _lookup(self, authors: Sequence[FeedId]) -> None:
+        for i in range(0, len(authors), 500):
+            chunk = authors[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for a in chunk:
+                self.heads[a] = None
+            for a, s, h, fk in self.conn.execute(
+                    f"SELECT author, seq, head, forked_seq FROM feeds "
+                    f"WHERE author IN ({marks})", chunk):
+                self.heads[FeedId(a)] = FeedInfo(FeedId(a), s, h, fk)
+
+    def add(self, msgs: Sequence[Message]) -> None:
+        if not msgs:
+            return
+        heads = self.heads
+        new = sorted({m.author for m in msgs if m.author not in heads})
+        if new:
+            self._lookup(new)
+        moved = plan_append(heads.__getitem__, msgs)
+        conn = self.conn
+        conn.executemany(
+            "INSERT INTO messages (author, seq, id, timestamp, type, raw) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(m.author, m.seq, m.id, m.timestamp, m.type, m.raw) for m in msgs])
+        contacts, names = derived_rows(msgs)
+        if contacts:
+            conn.executemany(
+                "INSERT INTO contacts (author, target, seq, kind) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (author, target) DO UPDATE SET seq = excluded.seq, "
+                "kind = excluded.kind WHERE excluded.seq > contacts.seq",
+                [(c.author, c.target, c.seq, c.kind) for c in contacts])
+        if names:
+            conn.executemany(
+                "INSERT INTO names (author, seq, name) VALUES (?, ?, ?) "
+                "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, "
+                "name = excluded.name WHERE excluded.seq > names.seq", names)
+        _index_groups_sync(conn, msgs)
+        heads.update(moved)
+        self.planned.update(moved)
+
+    def commit(self) -> None:
+        if self.planned:
+            self.conn.executemany(
+                "INSERT INTO feeds (author, seq, head) VALUES (?, ?, ?) "
+                "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, head = excluded.head",
+                [(h.author, h.seq, h.head) for h in self.planned.values()])
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        # SQLite rolls back by itself on some errors (a full disk among them).
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
 
 class SqliteStore:
@@ -393,44 +476,66 @@ class SqliteStore:
 
     @staticmethod
     def _append_sync(conn: sqlite3.Connection, msgs: Sequence[Message]) -> None:
-        authors = sorted({m.author for m in msgs})
-        conn.execute("BEGIN IMMEDIATE")
+        batch = _Batch(conn)
         try:
-            stored: dict[FeedId, FeedInfo] = {}
-            for i in range(0, len(authors), 500):
-                chunk = authors[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                for a, s, h, fk in conn.execute(
-                        f"SELECT author, seq, head, forked_seq FROM feeds "
-                        f"WHERE author IN ({marks})", chunk):
-                    stored[FeedId(a)] = FeedInfo(FeedId(a), s, h, fk)
-            heads = plan_append(stored.get, msgs)
-            conn.executemany(
-                "INSERT INTO messages (author, seq, id, timestamp, type, raw) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(m.author, m.seq, m.id, m.timestamp, m.type, m.raw) for m in msgs])
-            conn.executemany(
-                "INSERT INTO feeds (author, seq, head) VALUES (?, ?, ?) "
-                "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, head = excluded.head",
-                [(h.author, h.seq, h.head) for h in heads.values()])
-            contacts, names = derived_rows(msgs)
-            if contacts:
-                conn.executemany(
-                    "INSERT INTO contacts (author, target, seq, kind) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (author, target) DO UPDATE SET seq = excluded.seq, "
-                    "kind = excluded.kind WHERE excluded.seq > contacts.seq",
-                    [(c.author, c.target, c.seq, c.kind) for c in contacts])
-            if names:
-                conn.executemany(
-                    "INSERT INTO names (author, seq, name) VALUES (?, ?, ?) "
-                    "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, "
-                    "name = excluded.name WHERE excluded.seq > names.seq", names)
-            _index_groups_sync(conn, msgs)
-            conn.execute("COMMIT")
+            batch.add(msgs)
+            batch.commit()
         except BaseException:
-            # SQLite rolls back by itself on some errors (a full disk among them).
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            batch.rollback()
+            raise
+
+    async def append_parts(self, parts: Iterable[Awaitable[Sequence[Message]]]
+                           ) -> list[Message]:
+        """``append`` of the messages the awaitables resolve to, in order, as one batch.
+
+        The transaction is one job on the connection's thread that takes the parts from a
+        queue as they come, each written as soon as it and every part before it are ready, so
+        writing overlaps with computing the later parts (publish_many: signing them); it
+        commits after the last. Being one job, no other statement of this connection runs
+        inside it, so nobody reads a message before it is committed; the parts must therefore
+        not wait for this store themselves. If a part fails, or this task is cancelled, the
+        transaction is rolled back and nothing is stored.
+        """
+        feed: queue.SimpleQueue[Sequence[Message] | object] = queue.SimpleQueue()
+        out: list[Message] = []
+        try:
+            async with self._write_lock:
+                job = asyncio.ensure_future(self._in_thread(self._append_fed, feed))
+                try:
+                    for part in parts:
+                        msgs = await part
+                        out.extend(msgs)
+                        feed.put(msgs)
+                        if job.done():  # it failed: the rest would not be read
+                            break
+                    feed.put(_COMMIT)
+                except BaseException:
+                    feed.put(_ABORT)
+                    # the rollback has run before the lock is let go (unless cancelled again)
+                    with contextlib.suppress(Exception):
+                        await job
+                    raise
+                await job
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from None
+        return out
+
+    @staticmethod
+    def _append_fed(conn: sqlite3.Connection,
+                    feed: queue.SimpleQueue[Sequence[Message] | object]) -> None:
+        batch = _Batch(conn)
+        try:
+            while True:
+                item = feed.get()
+                if item is _COMMIT:
+                    batch.commit()
+                    return
+                if item is _ABORT:
+                    batch.rollback()
+                    return
+                batch.add(cast(Sequence[Message], item))
+        except BaseException:
+            batch.rollback()
             raise
 
     async def get(self, msg_id: MsgId) -> bytes | None:
@@ -657,20 +762,44 @@ class SqliteStore:
     async def update_peer_notes(self, peer: FeedId, direction: str,
                                 upserts: NoteTable,
                                 removes: Sequence[FeedId]) -> None:
+        await self.update_peer_baseline(
+            peer, direction, {f: (n, k, None) for f, (n, k) in upserts.items()}, removes)
+
+    async def peer_baseline(self, peer: FeedId, direction: str) -> BaselineTable:
+        rows = await self._rows(
+            "SELECT n.feed, n.note, n.forked, h.head FROM peer_notes n LEFT JOIN peer_heads h "
+            "ON h.peer = n.peer AND h.dir = n.dir AND h.feed = n.feed "
+            "WHERE n.peer = ? AND n.dir = ?", (peer, _DIRS[direction]))
+        return {FeedId(bytes(f)): (n, k, None if h is None else bytes(h)) for f, n, k, h in rows}
+
+    async def update_peer_baseline(self, peer: FeedId, direction: str,
+                                   upserts: BaselineTable,
+                                   removes: Sequence[FeedId]) -> None:
         if not upserts and not removes:
             return
         d = _DIRS[direction]
+        gone = [(peer, d, f) for f in removes]
+        gone += [(peer, d, f) for f, (_, _, h) in upserts.items() if h is None]
         async with self._transaction() as db:
             if removes:
                 await db.executemany(
                     "DELETE FROM peer_notes WHERE peer = ? AND dir = ? AND feed = ?",
                     [(peer, d, f) for f in removes])
+            if gone:
+                await db.executemany(
+                    "DELETE FROM peer_heads WHERE peer = ? AND dir = ? AND feed = ?", gone)
             if upserts:
                 await db.executemany(
                     "INSERT INTO peer_notes (peer, dir, feed, note, forked) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (peer, dir, feed) DO UPDATE SET note = excluded.note, "
                     "forked = excluded.forked",
-                    [(peer, d, f, n, k) for f, (n, k) in upserts.items()])
+                    [(peer, d, f, n, k) for f, (n, k, _) in upserts.items()])
+                heads = [(peer, d, f, h) for f, (_, _, h) in upserts.items() if h is not None]
+                if heads:
+                    await db.executemany(
+                        "INSERT INTO peer_heads (peer, dir, feed, head) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (peer, dir, feed) DO UPDATE SET head = excluded.head",
+                        heads)
 
 
 def _index_groups_sync(conn: sqlite3.Connection, msgs: Sequence[Message]) -> None:

@@ -200,6 +200,17 @@ def test_plan_import_skips_what_the_reader_has_and_reads_evidence_of_a_fork() ->
     assert fmt.plan_import(s, sizes, have, {A: H[5], B: H[2]}, None).ranges == [(2, 0, 200)]
     plan = fmt.plan_import(s, sizes, have, {A: H[4], B: H[2]}, only_a)
     assert plan.ranges == [(2, 0, 200)]  # the extent holding seq 5, where the ids differ
+    # once the reader holds a proof for A it takes none of its messages: nothing to read
+    plan = fmt.plan_import(s, sizes, have, {A: H[4], B: H[2]}, only_a, forked={A})
+    assert plan.ranges == [] and plan.skipped == [A, B] and plan.feeds == []
+
+
+def test_plan_import_of_a_forked_feed_still_reads_its_fork_records() -> None:
+    s = _summary()
+    sizes = {1: 400, 2: 250}
+    plan = fmt.plan_import(s, sizes, {}, {}, None, forked={A, B})
+    assert plan.skipped == [A, B] and plan.forks == 1
+    assert plan.ranges == [(2, 200, 50)]  # B's fork record (and the unlisted tail it lies in)
 
 
 def test_plan_import_falls_back_to_whole_segments_when_the_summary_lies() -> None:

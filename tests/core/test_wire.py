@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from feedlog.core import replication as rp
 from feedlog.core.encoding import encode
 from feedlog.core.errors import FeedlogError, ProtocolError
-from feedlog.core.fork import decode_fork_proof
+from feedlog.core.fork import decode_fork_proof, make_fork_proof
 from feedlog.core.ids import FeedId
 from feedlog.core.validate import decode_message
 from feedlog.core.wire import (
@@ -46,7 +46,12 @@ VECTORS = json.loads(
 
 
 def entry(j: list[Any]) -> Entry:
-    return Entry(bytes.fromhex(j[0]), j[1], j[2] if len(j) == 3 else None)
+    """[feed, note, head?, forked?] as in spec/replication.md §5.2 (head in hex)."""
+    rest = j[2:]
+    head = bytes.fromhex(rest.pop(0)) if rest and isinstance(rest[0], str) else None
+    forked = rest.pop(0) if rest else None
+    assert not rest
+    return Entry(bytes.fromhex(j[0]), j[1], forked, head)
 
 
 def table(js: list[list[Any]]) -> rp.Table:
@@ -79,7 +84,8 @@ def test_constants() -> None:
     assert c["version"] == VERSION == 1
     assert c["max_frame"] == MAX_FRAME_SIZE and c["max_notes"] == MAX_NOTES_PER_FRAME
     assert c["max_seq"] == MAX_SEQ
-    assert bytes.fromhex(c["baseline_tag"]) == rp.BASELINE_TAG == b"feedlog/baseline/v1\x00"
+    assert bytes.fromhex(c["baseline_tag"]) == rp.BASELINE_TAG == b"feedlog/baseline/v2\x00"
+    assert c["head_size"] == 8
     assert bytes.fromhex(c["default_network_key"]) == DEFAULT_NETWORK_KEY \
         == hashlib.sha256(b"feedlog/network/v1").digest()
     assert c["default_port"] == DEFAULT_PORT
@@ -146,6 +152,10 @@ def test_digest_is_order_free_and_covers_every_field() -> None:
     f, e = next(iter(t.items()))
     assert rp.digest({**t, f: Entry(e.feed, e.note + 2, e.forked)}).hex() != case["digest"]
     assert rp.digest({**t, f: Entry(e.feed, e.note, 7)}).hex() != case["digest"]
+    assert e.head is not None  # the last case names heads: each of them counts too
+    assert rp.digest({**t, f: Entry(e.feed, e.note, e.forked, bytes(8))}).hex() \
+        != case["digest"]
+    assert rp.digest({**t, f: Entry(e.feed, e.note, e.forked)}).hex() != case["digest"]
 
 
 # --- the scripted sessions: replayed from the vector's inputs, compared frame by frame ----------
@@ -180,17 +190,15 @@ class Side:
                     m = decode_message(raw)
                     assert s.accepts(m.author)
                     held = self.store.setdefault(m.author, [])
+                    if held and m.seq == len(held) and raw != held[-1]:
+                        # the other history's message at our seq: the ingest proves the fork
+                        self.record(make_fork_proof(decode_message(held[-1]), m).encode())
+                        continue
                     assert m.seq == len(held) + 1
                     held.append(raw)
-                    self.run(s.ingested({m.author: m.seq}))
+                    self.run(s.ingested({m.author: m.seq}, {m.author: m.id[:8]}))
             elif isinstance(e, rp.RecordFork):
-                proof = decode_fork_proof(e.proof)
-                if proof.author in s.mine and proof.author not in self.forked:
-                    self.forks.setdefault(proof.author, []).append(e.proof)
-                    self.forked[proof.author] = proof.seq
-                    have = len(self.store.get(proof.author, []))
-                    self.run(s.local_changed(
-                        {proof.author: Entry(proof.author, make_note(have, False), proof.seq)}))
+                self.record(e.proof)
             elif isinstance(e, rp.Drain):
                 self.run(s.drained())
             elif isinstance(e, rp.Plan):
@@ -199,6 +207,17 @@ class Side:
                 self.caught_up = True
             else:
                 assert isinstance(e, rp.SaveBaseline), e
+
+    def record(self, raw: bytes) -> None:
+        proof = decode_fork_proof(raw)
+        s = self.session
+        if proof.author in s.mine and proof.author not in self.forked:
+            self.forks.setdefault(proof.author, []).append(raw)
+            self.forked[proof.author] = proof.seq
+            held = self.store.get(proof.author, [])
+            head = decode_message(held[-1]).id[:8] if held else None
+            self.run(s.local_changed({proof.author: Entry(
+                proof.author, make_note(len(held), False), proof.seq, head)}))
 
 
 @pytest.mark.parametrize("case", VECTORS["sessions"], ids=lambda c: c["name"])
@@ -239,7 +258,7 @@ def test_session_script(case: dict[str, Any]) -> None:
 
 
 def test_sessions_cover_full_delta_fork_update_and_push() -> None:
-    first, second = VECTORS["sessions"]
+    first, second, third = VECTORS["sessions"]
     modes = [[f["frame"]["mode"] for f in c["sends"][n] if f["frame"]["type"] == "NOTES"]
              for c in (first, second) for n in ("a", "b")]
     assert modes[0][0] == 0 and modes[1][0] == 0 and modes[2][0] == 1 and modes[3][0] == 1
@@ -248,6 +267,15 @@ def test_sessions_cover_full_delta_fork_update_and_push() -> None:
     assert second["sends"]["a"][-1]["frame"]["type"] == "MSGS"
     assert second["sends"]["a"][-1]["frame"]["messages"] == \
         [second["published_after_caught_up"]["message"]]
+    # the equal-length fork: both hold seq 3 of one feed, with different heads; each sends its
+    # own message 3 (and nothing else), each then holds the proof and offers it
+    for n in ("a", "b"):
+        [(feed, raws)] = third["nodes"][n]["store"].items()
+        mine = raws[2]
+        assert third["plans"][n] == {"incoming": {feed: [3, 3]}, "outgoing": {feed: [3, 3]}}
+        msgs = [f["frame"]["messages"] for f in third["sends"][n] if f["frame"]["type"] == "MSGS"]
+        assert msgs == [[mine]]
+        assert [f["frame"]["type"] for f in third["sends"][n]].count("FORK") == 1
 
 
 @pytest.mark.parametrize("mode", [True, False])

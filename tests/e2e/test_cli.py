@@ -66,6 +66,7 @@ def test_cli_flow(tmp_path: Path) -> None:
     (("follow", "msg_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), "bad-id"),
     (("feed", "not-an-id"), "bad-id"),
     (("name", ""), "bad-content"),
+    (("publish", "caf\udce9"), "bad-content"),  # a Latin-1 argument: not UTF-8
 ])
 def test_user_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], code: str) -> None:
     run(tmp_path / "h", "init")

@@ -62,7 +62,7 @@ def test_doctor_on_loopback_reports_codes(tmp_path: Path) -> None:
             s.bind(("0.0.0.0", 0))
             s.listen()
             port = s.getsockname()[1]
-            p = run(h, "doctor", "--json", "--interface", "127.0.0.1", "--wait", "1.5",
+            p = run(h, "doctor", "--json", "--interface", "127.0.0.1", "--wait", "5",
                     "--port", str(port), "--network-key", os.urandom(32).hex(), ok=False)
     finally:
         other.terminate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -131,6 +132,29 @@ class TestStoreContract:
         assert await store.peer_notes(b, "sent") == {}
         await store.update_peer_notes(a, "sent", {a: (12, None)}, [b])
         assert await store.peer_notes(a, "sent") == {a: (12, None)}
+
+    async def test_peer_baselines_keep_heads(self, store: Store, alice: Keypair,
+                                             bob: Keypair) -> None:
+        a, b = FeedId(alice.public), FeedId(bob.public)
+        h1, h2 = b"\x01" * 8, b"\x02" * 8
+        # a baseline saved without heads (as before heads existed) reads back with none
+        await store.update_peer_notes(a, "sent", {a: (10, None)}, [])
+        assert await store.peer_baseline(a, "sent") == {a: (10, None, None)}
+        await store.update_peer_baseline(a, "sent", {a: (12, None, h1), b: (5, 2, h2)}, [])
+        await store.update_peer_baseline(a, "recv", {b: (0, None, None)}, [])
+        assert await store.peer_baseline(a, "sent") == {a: (12, None, h1), b: (5, 2, h2)}
+        assert await store.peer_notes(a, "sent") == {a: (12, None), b: (5, 2)}
+        assert await store.peer_baseline(a, "recv") == {b: (0, None, None)}
+        assert await store.peer_baseline(b, "sent") == {}
+        # a head is replaced with its entry, dropped with it, and an entry without one has none
+        await store.update_peer_baseline(a, "sent", {a: (14, None, h2)}, [b])
+        assert await store.peer_baseline(a, "sent") == {a: (14, None, h2)}
+        await store.update_peer_baseline(a, "sent", {b: (6, None, h1)}, [])
+        await store.update_peer_notes(a, "sent", {a: (16, None)}, [])
+        assert await store.peer_baseline(a, "sent") == {a: (16, None, None), b: (6, None, h1)}
+        await store.update_peer_baseline(a, "sent", {}, [a, b])
+        await store.update_peer_baseline(a, "sent", {a: (2, None, None)}, [])
+        assert await store.peer_baseline(a, "sent") == {a: (2, None, None)}
     async def test_peer_book(self, store: Store, alice: Keypair, bob: Keypair) -> None:
         a, b = FeedId(alice.public), FeedId(bob.public)
         assert await store.peers() == []
@@ -340,3 +364,98 @@ async def test_sqlite_store_made_before_groups_is_indexed_on_open(tmp_path: Path
     assert [p.text for _, p in await s.group_posts(gref.id)] == ["first", "second"]
     assert await s.group_root(gref.id) is not None
     await s.close()
+
+
+def parts_store(store: Store) -> MemoryStore | SqliteStore:
+    assert isinstance(store, MemoryStore | SqliteStore)  # the two that have append_parts
+    return store
+
+
+class TestAppendParts:
+    """``append_parts``: one atomic batch given as awaitables, written as they resolve."""
+
+    async def test_parts_are_stored_in_order_whenever_they_resolve(
+            self, store: Store, alice: Keypair, bob: Keypair) -> None:
+        s = parts_store(store)
+        msgs = chain(alice, 5)
+        named = create(alice, msgs[-1].state, content.about("Alice"), 9)
+        follow = create(alice, named.state, content.contact("follow", bob.public), 9)
+        more = [*msgs, named, follow, *chain(alice, 4, follow.state)]
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(3)]
+        task = asyncio.ensure_future(s.append_parts(futures))
+        futures[2].set_result(more[8:])  # the last part is ready first
+        await asyncio.sleep(0.01)
+        futures[1].set_result(more[3:8])
+        futures[0].set_result(more[:3])
+        assert await task == more
+        a = FeedId(alice.public)
+        assert await s.range(a, 1, 11) == [m.raw for m in more]
+        info = await s.feed(a)
+        assert info is not None and info.seq == 11 and info.head == more[-1].id
+        assert info.name == "Alice"
+        assert [(c.target, c.kind) for c in await s.contacts()] == [(bob.public, "follow")]
+        await s.append(chain(alice, 1, more[-1].state))  # the next batch continues it
+        assert await s.count() == 12
+
+    async def test_a_failed_part_stores_nothing(self, store: Store, alice: Keypair) -> None:
+        s = parts_store(store)
+        msgs = chain(alice, 6)
+
+        loop = asyncio.get_running_loop()
+
+        def ok(part: list[Message]) -> asyncio.Future[list[Message]]:
+            f: asyncio.Future[list[Message]] = loop.create_future()
+            f.set_result(part)
+            return f
+
+        def broken() -> asyncio.Future[list[Message]]:
+            f: asyncio.Future[list[Message]] = loop.create_future()
+            f.set_exception(RuntimeError("signing failed"))
+            return f
+
+        with pytest.raises(RuntimeError):
+            await s.append_parts([ok(msgs[:3]), broken(), ok(msgs[3:])])
+        with pytest.raises(RuntimeError):
+            await s.append_parts([broken(), ok(msgs)])
+        assert await s.count() == 0 and await s.feed(FeedId(alice.public)) is None
+        with pytest.raises(StoreError) as e:  # a gap between two parts
+            await s.append_parts([ok(msgs[:2]), ok(msgs[3:])])
+        assert e.value.code == "not-contiguous"
+        assert await s.count() == 0
+        assert await s.append_parts([ok(msgs[:2]), ok(msgs[2:])]) == msgs
+        assert await s.count() == 6
+
+    async def test_a_cancelled_append_stores_nothing(self, store: Store, alice: Keypair) -> None:
+        s = parts_store(store)
+        msgs = chain(alice, 4)
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[list[Message]] = loop.create_future()
+        first.set_result(msgs[:2])
+        never: asyncio.Future[list[Message]] = loop.create_future()
+        task = asyncio.ensure_future(s.append_parts([first, never]))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await s.count() == 0
+        await s.append(msgs)  # the store takes the next batch
+        assert await s.count() == 4
+
+    async def test_nobody_reads_a_part_before_the_commit(self, store: Store,
+                                                        alice: Keypair) -> None:
+        s = parts_store(store)
+        msgs = chain(alice, 6)
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(2)]
+        futures[0].set_result(msgs[:3])
+        task = asyncio.ensure_future(s.append_parts(futures))
+        await asyncio.sleep(0.05)  # the first part is written by now (SQLite)
+        reads = [asyncio.ensure_future(s.count()),
+                 asyncio.ensure_future(s.get(msgs[0].id))]
+        await asyncio.sleep(0.05)
+        futures[1].set_result(msgs[3:])
+        await task
+        count, raw = await asyncio.gather(*reads)
+        # the reads waited for the commit (SQLite) or came before the batch (memory)
+        assert (count, raw) in ((0, None), (6, msgs[0].raw))
