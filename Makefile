@@ -29,8 +29,9 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+# BENCH_ARGS: e.g. "--only rss --rss-big 1000000" for the 1M-message memory figure
 bench: $(STAMP)
-	$(BIN)/python -m feedlog.bench
+	$(BIN)/python -m feedlog.bench $(BENCH_ARGS)
 
 vectors: $(STAMP)
 	$(BIN)/python spec/make_vectors.py
