@@ -387,6 +387,11 @@ class Node:
         """The group's posts in display order with flags, tips and what is missing."""
         return await self.group_book.view(group_id)
 
+    async def settle_groups(self) -> list[bytes]:
+        """Bring the stored order of every group with new posts up to date (after a sync or
+        an import: incremental view maintenance on ingest); returns those groups."""
+        return await _groups.settle(self.store)
+
     async def mark_group_read(self, group_id: MsgId) -> None:
         await _groups.mark_read(self, group_id)
 

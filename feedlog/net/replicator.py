@@ -221,6 +221,7 @@ class Link:
                 await self._ingestor.finish()
                 self._check_report()
                 await self._handle(self.session.drained())
+                await self.node.settle_groups()  # order what arrived now, not at first `show`
             elif isinstance(e, rp.RecordFork):
                 await self._record_fork(e.proof)
             else:
