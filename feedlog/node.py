@@ -426,6 +426,20 @@ class Node:
             if f == self.id:
                 self._own = None
 
+    def refresh_heads(self, stored: Iterable[FeedInfo]) -> None:
+        """Raise cached heads that are behind ``stored`` (the store's heads): another process
+        may have appended since they were cached, e.g. `feedlog sync` or `post` in the home a
+        `feedlog serve` runs in. Only raised: a cached head ahead of the store is a batch being
+        committed right now."""
+        for info in stored:
+            if info.author not in self._heads:
+                continue
+            cached = self._heads[info.author]
+            if cached is None or cached.seq < info.seq:
+                self._heads[info.author] = info
+                if info.author == self.id:
+                    self._own = None
+
     async def record_fork(self, proof: ForkProof) -> bool:
         """Keep a fork proof (already verified: ForkProof values come from make_fork_proof or
         decode_fork_proof) and mark its feed forked; False if it was known."""

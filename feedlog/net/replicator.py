@@ -426,6 +426,7 @@ class Replicator:
         rep = await self.node.replication()
         self.blocked = rep.blocked
         feeds = {f.author: f for f in await self.node.store.feeds()}
+        self.node.refresh_heads(feeds.values())  # other processes may have written since
         mine: rp.Table = {}
         for f in rep.wanted:
             info = feeds.get(f)
