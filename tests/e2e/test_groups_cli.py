@@ -166,7 +166,7 @@ def test_three_authors_three_homes_synced_by_the_cli_show_the_same(tmp_path: Pat
     assert entries[0]["id"] == first
     assert {e["text"] for e in entries[1:4]} == {"mountains", "seaside", "anything goes for me"}
     assert {e["name"] for e in entries} == {"Alice", "Bob", "Carol"}
-    place = {parse_msg_id(e["id"]): e["n"] for e in entries}
+    place: dict[bytes, int] = {parse_msg_id(e["id"]): e["n"] for e in entries}
     place[parse_msg_id(gid)] = 0
     named = refs_of(a, aid, bid, cid)
     assert set(named) == set(place) - {parse_msg_id(gid)}  # nothing lost, nothing twice
