@@ -163,6 +163,11 @@ class Link:
                     await self._ingestor.finish()
                 self._check_report()
             await self.channel.close(goodbye=False)
+            # Place new group posts in their stored order now, not at the first `show`; after
+            # the connection is closed, so the peer never waits for it, and never fatal: a
+            # show does the same work itself if this could not.
+            with contextlib.suppress(FeedlogError):
+                await self.node.settle_groups()
             r = self.result
             counters = self.channel.counters
             r.bytes_in, r.bytes_out = counters.bytes_in, counters.bytes_out
@@ -221,7 +226,6 @@ class Link:
                 await self._ingestor.finish()
                 self._check_report()
                 await self._handle(self.session.drained())
-                await self.node.settle_groups()  # order what arrived now, not at first `show`
             elif isinstance(e, rp.RecordFork):
                 await self._record_fork(e.proof)
             else:

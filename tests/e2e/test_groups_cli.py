@@ -41,7 +41,12 @@ def serve() -> Iterator[Start]:
 
 def sync(home: Path, server: Server) -> dict[str, Any]:
     """`feedlog sync` with a server; both sides hold what the other had when it ends."""
-    res: dict[str, Any] = js(home, "sync", server.address)
+    p = run(home, "sync", server.address, "--json", ok=False)
+    if p.returncode != 0:  # say what the server saw too
+        server.stop()
+        seen = server.proc.stderr.read() if server.proc.stderr else ""
+        raise AssertionError(f"sync failed: {p.stderr}\nthe server said: {seen}")
+    res: dict[str, Any] = json.loads(p.stdout)
     assert res["caught_up"] and res["error"] is None, res
     return res
 
