@@ -373,6 +373,11 @@ class Node:
         """The group's posts in display order with flags, tips and what is missing."""
         return await self.group_book.view(group_id)
 
+    async def settle_groups(self) -> list[bytes]:
+        """Bring the stored order of every group with new posts up to date (after a sync or
+        an import: incremental view maintenance on ingest); returns those groups."""
+        return await _groups.settle(self.store)
+
     async def mark_group_read(self, group_id: MsgId) -> None:
         await _groups.mark_read(self, group_id)
 
@@ -406,6 +411,20 @@ class Node:
             self._heads.pop(f, None)
             if f == self.id:
                 self._own = None
+
+    def refresh_heads(self, stored: Iterable[FeedInfo]) -> None:
+        """Raise cached heads that are behind ``stored`` (the store's heads): another process
+        may have appended since they were cached, e.g. `feedlog sync` or `post` in the home a
+        `feedlog serve` runs in. Only raised: a cached head ahead of the store is a batch being
+        committed right now."""
+        for info in stored:
+            if info.author not in self._heads:
+                continue
+            cached = self._heads[info.author]
+            if cached is None or cached.seq < info.seq:
+                self._heads[info.author] = info
+                if info.author == self.id:
+                    self._own = None
 
     async def record_fork(self, proof: ForkProof) -> bool:
         """Keep a fork proof (already verified: ForkProof values come from make_fork_proof or
