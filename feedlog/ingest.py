@@ -25,8 +25,15 @@ from feedlog.core.errors import InvalidMessage
 from feedlog.core.fork import ForkProof, make_fork_proof
 from feedlog.core.ids import FeedId
 from feedlog.core.message import FeedState, Message
-from feedlog.core.validate import Link, decode_message, link, signatures_valid
+from feedlog.core.validate import (
+    Link,
+    decode_message,
+    link,
+    signature_items,
+    signatures_valid,
+)
 from feedlog.store.base import FeedInfo, Store
+from feedlog.verify_pool import VerifyPool
 
 UNKNOWN = FeedId(b"")  # report key for bytes that did not even decode
 
@@ -96,6 +103,7 @@ class Ingestor:
 
     CHUNK = 256  # signatures per executor job
     COMMIT_ROWS = 4096  # at most this many messages (about) per store transaction
+    POOL_MIN = 512  # batches at least this big are checked on the worker processes
 
     def __init__(
         self,
@@ -105,9 +113,11 @@ class Ingestor:
         allowed: Callable[[FeedId], bool] | None = None,
         on_append: Callable[[Sequence[Message]], None] | None = None,
         cache: dict[FeedId, FeedInfo | None] | None = None,
+        pool: VerifyPool | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
+        self.pool = pool
         self.allowed = allowed
         self.on_append = on_append
         self.report = IngestReport()
@@ -151,13 +161,16 @@ class Ingestor:
         conflicts: list[tuple[Message, Message | None, int]] = []
         checks: list[tuple[list[Message], asyncio.Future[list[bool]] | list[bool]]] = []
         pending: list[Message] = []  # signatures to check, submitted CHUNK at a time
+        pool = self.pool if len(raws) >= self.POOL_MIN else None  # small: not worth the IPC
 
         def submit() -> None:
             chunk = pending[:]
             pending.clear()
-            if self.executor is None:
+            if pool is not None:  # start at once: the workers verify while this loop decodes on
+                checks.append((chunk, pool.submit(*signature_items(chunk))))
+            elif self.executor is None:
                 checks.append((chunk, _verify_chunk(chunk)))
-            else:  # start at once: the workers verify while this loop decodes on
+            else:
                 checks.append((chunk, loop.run_in_executor(self.executor, _verify_chunk, chunk)))
 
         # The common case is a run of one feed, each message appending to the one before. For
