@@ -188,7 +188,7 @@ class VerifyPool:
 
     def _readable(self, w: _Worker) -> None:
         try:
-            data = os.read(w.read_fd, PIPE_SIZE)
+            data = os.read(w.read_fd, 65536)
         except BlockingIOError:
             return
         except OSError:
