@@ -125,13 +125,13 @@ class VerifyPool:
                 assert proc.stdin is not None and proc.stdout is not None
                 w = _Worker(proc, proc.stdin.fileno(), proc.stdout.fileno())
                 self._workers.append(w)
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, ImportError):
                     import fcntl
 
                     fcntl.fcntl(w.write_fd, _F_SETPIPE_SZ, PIPE_SIZE)
                 os.set_blocking(w.write_fd, False)
                 loop.add_reader(w.read_fd, self._readable, w)
-        except (OSError, ValueError):
+        except (OSError, ValueError, NotImplementedError):  # e.g. a loop without add_reader
             self._stop()
             self.broken = True
 

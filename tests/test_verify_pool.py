@@ -4,6 +4,7 @@ a worker that cannot start, dies or answers nonsense costs speed, never a wrong 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 from collections.abc import Iterator
@@ -174,3 +175,29 @@ async def test_a_forged_message_in_a_big_batch_is_caught_by_the_pool(
         assert (rep.added, rep.rejected) == (400, {"bad-signature": 1, "feed-refused": 199})
     finally:
         pool.close()
+
+
+async def test_a_small_session_starts_no_process(threads: ThreadPoolExecutor) -> None:
+    msgs = chain(keypair("bob"), 40, "b")
+    pool = VerifyPool(2, threads)
+    ing = Ingestor(MemoryStore(), executor=threads, pool=pool)
+    for i in range(0, 40, 10):
+        report = await ing.ingest([m.raw for m in msgs[i : i + 10]])
+    assert report.added == 40 and pool.running == 0
+    pool.close()
+
+
+async def test_a_node_ends_its_workers_on_close(tmp_path: Path) -> None:
+    from feedlog.node import Node
+
+    msgs = chain(keypair("carol"), 700, "c")
+    node = await Node.init(tmp_path / "home")
+    ing = node.ingestor()
+    for i in range(0, 700, 350):  # two batches: the second one reaches POOL_MIN
+        await ing.put([m.raw for m in msgs[i : i + 350]])
+    report = await ing.finish()
+    assert report.added == 700
+    procs = [w.proc for w in node._pool._workers]
+    assert len(procs) == min(node.workers, os.cpu_count() or 1)
+    await node.close()
+    assert all(p.poll() is not None for p in procs)
