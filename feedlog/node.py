@@ -33,6 +33,7 @@ from feedlog.store.base import FeedInfo, Store
 from feedlog.store.groups import GroupSummary
 from feedlog.store.memory import MemoryStore
 from feedlog.store.sqlite import SqliteStore
+from feedlog.verify_pool import VerifyPool
 
 FENCE_KEY = "fenced"  # store meta: set (to when) while the node is fenced
 
@@ -64,6 +65,8 @@ class Node:
         self.limits = limits or Limits()
         self.workers = workers or min(4, os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="feedlog-verify")
+        # big batches (sync, import) are checked on worker processes, started on first use
+        self._pool = VerifyPool(min(self.workers, os.cpu_count() or 1), self._executor)
         self._publish_lock = asyncio.Lock()
         self._own: FeedState | None = None
         self.hops = 2
@@ -138,6 +141,7 @@ class Node:
 
     async def close(self) -> None:
         await self.store.close()
+        self._pool.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> Node:
@@ -395,7 +399,8 @@ class Node:
             wanted = frozenset(only_wanted)
             allowed = wanted.__contains__
         if store is not None:
-            return Ingestor(store, executor=self._executor, allowed=allowed, on_append=on_append)
+            return Ingestor(store, executor=self._executor, allowed=allowed, on_append=on_append,
+                            pool=self._pool)
 
         def appended(msgs: Sequence[Message]) -> None:
             if on_append is not None:
@@ -403,7 +408,7 @@ class Node:
             self._on_append(msgs)
 
         return Ingestor(self.store, executor=self._executor, allowed=allowed,
-                        on_append=appended, cache=self._heads)
+                        on_append=appended, cache=self._heads, pool=self._pool)
 
     def forget_heads(self, feeds: Iterable[FeedId]) -> None:
         """Drop cached heads (and our own feed state) after another process wrote to the store."""
