@@ -224,6 +224,7 @@ def _cbreak(fd: int) -> Iterator[bool]:
 
 
 async def _chat(node: Node, gid: MsgId, backlog: int) -> None:
+    last_rx = (await catch_up(node.store, gid)).rx  # before: what arrives meanwhile is seen
     data = await g.show_json(node, gid)
     screen = _Screen("> ")
     shown: set[str] = set()
@@ -233,7 +234,6 @@ async def _chat(node: Node, gid: MsgId, backlog: int) -> None:
     shown.update(e["id"] for e in data["entries"])
     print("(type a message and Enter to post; /reply N TEXT answers post N; /quit leaves)")
     ids_by_n = {e["n"]: e["id"] for e in data["entries"]}
-    last_rx = data["rx"]
     lines: asyncio.Queue[str | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     fd = sys.stdin.fileno()

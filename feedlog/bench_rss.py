@@ -163,6 +163,12 @@ def _mib(kib: int) -> str:
     return f"{kib / 1024:.1f} MiB"
 
 
+def _workers(done: Finished) -> str:
+    if not done.children:
+        return ""
+    return f" + {_mib(done.children_peak_rss_kib)} in its {done.children} verify worker(s)"
+
+
 async def run(args: argparse.Namespace) -> None:
     small = args.messages
     big = getattr(args, "rss_big", 0)
@@ -182,14 +188,14 @@ async def run(args: argparse.Namespace) -> None:
                 rate = res["added"] / res["seconds"]
                 figures.append((res["added"], done.peak_rss_kib, rate))
                 print(f"  {res['added']:,} messages over {FEEDS} feeds (generated in {made:.0f} s):"
-                      f" receiver peak RSS {_mib(done.peak_rss_kib)}, {rate:,.0f} msg/s "
-                      f"({res['seconds']:.1f} s)")
+                      f" receiver peak RSS {_mib(done.peak_rss_kib)}{_workers(done)}, "
+                      f"{rate:,.0f} msg/s ({res['seconds']:.1f} s)")
                 if size == small:
                     low = 4 * 1024 * 1024
                     home = await _receiver(base / "b-small-cache", holder.authors, cache=low)
                     done, res = _sync(home, server.address)
                     print(f"  the same with store_cache_size = {low // 1024 // 1024} MiB: "
-                          f"receiver peak RSS {_mib(done.peak_rss_kib)}, "
+                          f"receiver peak RSS {_mib(done.peak_rss_kib)}{_workers(done)}, "
                           f"{res['added'] / res['seconds']:,.0f} msg/s")
                     home = await _receiver(base / "b-terminal", holder.authors)
                     shown, _ = _sync(home, server.address, terminal=True)

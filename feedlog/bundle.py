@@ -549,6 +549,8 @@ async def _import(node: Node, root: Path, all_feeds: bool, dry_run: bool, use_su
     if batch:
         await ing.put(batch)
     await ing.finish()
+    if not dry_run:
+        await node.settle_groups()  # the first `show` after an import finds its order ready
     await _take_forks(node, store, forks, wanted, report)
     if use_summary and problem is None:
         report.summary_mismatch = await _check_summary(store, summary, plan)
@@ -712,6 +714,9 @@ class _DryRun:
 
     async def group_display(self, group_id: bytes) -> list[DisplayRow]:
         return await self.base.group_display(group_id)
+
+    async def unplaced_groups(self) -> list[bytes]:
+        return await self.base.unplaced_groups()
 
     async def get_seq(self, author: FeedId, seq: int) -> bytes | None:
         return self.raws.get((author, seq)) or await self.base.get_seq(author, seq)

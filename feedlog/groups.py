@@ -131,6 +131,16 @@ async def groups(node: Node, *, everything: bool = False) -> list[GroupSummary]:
     return sorted(rows, key=lambda g: (-(g.last_timestamp or 0), g.group_id))
 
 
+async def settle(store: Store) -> list[bytes]:
+    """Place every post that is not yet in its group's stored order (group_order.catch_up for
+    each such group); returns those groups. Run at the end of a sync or an import, so the
+    first `show` after a large one reads an order that is ready instead of building it."""
+    groups = await store.unplaced_groups()
+    for group_id in groups:
+        await catch_up(store, group_id)
+    return groups
+
+
 async def mark_read(node: Node, group_id: bytes) -> None:
     state = await catch_up(node.store, group_id)
     if state.rx:
@@ -213,5 +223,4 @@ async def show_json(node: Node, group_id: bytes, *, mark: bool = True,
         "complete": root is not None and not state.missing,
         "missing_count": len(state.missing),
         "missing": missing,
-        "rx": state.rx,
     }

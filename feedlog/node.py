@@ -33,6 +33,7 @@ from feedlog.store.base import FeedInfo, Store
 from feedlog.store.groups import GroupSummary
 from feedlog.store.memory import MemoryStore
 from feedlog.store.sqlite import SqliteStore
+from feedlog.verify_pool import VerifyPool
 
 FENCE_KEY = "fenced"  # store meta: set (to when) while the node is fenced
 
@@ -64,6 +65,8 @@ class Node:
         self.limits = limits or Limits()
         self.workers = workers or min(4, os.cpu_count() or 1)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="feedlog-verify")
+        # big batches (sync, import) are checked on worker processes, started on first use
+        self._pool = VerifyPool(min(self.workers, os.cpu_count() or 1), self._executor)
         self._publish_lock = asyncio.Lock()
         self._own: FeedState | None = None
         self.hops = 2
@@ -139,6 +142,7 @@ class Node:
 
     async def close(self) -> None:
         await self.store.close()
+        self._pool.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> Node:
@@ -374,6 +378,11 @@ class Node:
         """The group's posts in display order with flags, tips and what is missing."""
         return await self.group_book.view(group_id)
 
+    async def settle_groups(self) -> list[bytes]:
+        """Bring the stored order of every group with new posts up to date (after a sync or
+        an import: incremental view maintenance on ingest); returns those groups."""
+        return await _groups.settle(self.store)
+
     async def mark_group_read(self, group_id: MsgId) -> None:
         await _groups.mark_read(self, group_id)
 
@@ -391,7 +400,8 @@ class Node:
             wanted = frozenset(only_wanted)
             allowed = wanted.__contains__
         if store is not None:
-            return Ingestor(store, executor=self._executor, allowed=allowed, on_append=on_append)
+            return Ingestor(store, executor=self._executor, allowed=allowed, on_append=on_append,
+                            pool=self._pool)
 
         def appended(msgs: Sequence[Message]) -> None:
             if on_append is not None:
@@ -399,7 +409,7 @@ class Node:
             self._on_append(msgs)
 
         return Ingestor(self.store, executor=self._executor, allowed=allowed,
-                        on_append=appended, cache=self._heads)
+                        on_append=appended, cache=self._heads, pool=self._pool)
 
     def forget_heads(self, feeds: Iterable[FeedId]) -> None:
         """Drop cached heads (and our own feed state) after another process wrote to the store."""
@@ -407,6 +417,20 @@ class Node:
             self._heads.pop(f, None)
             if f == self.id:
                 self._own = None
+
+    def refresh_heads(self, stored: Iterable[FeedInfo]) -> None:
+        """Raise cached heads that are behind ``stored`` (the store's heads): another process
+        may have appended since they were cached, e.g. `feedlog sync` or `post` in the home a
+        `feedlog serve` runs in. Only raised: a cached head ahead of the store is a batch being
+        committed right now."""
+        for info in stored:
+            if info.author not in self._heads:
+                continue
+            cached = self._heads[info.author]
+            if cached is None or cached.seq < info.seq:
+                self._heads[info.author] = info
+                if info.author == self.id:
+                    self._own = None
 
     async def record_fork(self, proof: ForkProof) -> bool:
         """Keep a fork proof (already verified: ForkProof values come from make_fork_proof or

@@ -8,7 +8,8 @@ every 20 ms while it runs (it never decreases, so the last reading is the peak u
 not matter for a sync whose peak is a plateau of seconds). Not ``ru_maxrss`` from ``wait4``:
 Linux carries the spawning process's high-water mark across ``execve`` into the child's, so a
 child started by a big process (a bench holding a million generated messages) would report the
-parent's size.
+parent's size. The child's own children (verify worker processes) are looked for every 0.25 s
+and their peaks reported apart, summed.
 
 ``screen`` replays terminal output on a tiny screen model (carriage return, newline, cursor up,
 erase line; every other escape sequence is dropped) and returns the lines left on the screen,
@@ -30,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 SAMPLE = 0.02  # seconds between readings of the child's VmHWM
+SCAN = 0.25  # seconds between looks for the child's own children
 
 # CSI (ESC [ params final), OSC (ESC ] ... BEL or ST), charset selection, or any other pair
 _ESCAPE = re.compile(
@@ -43,6 +45,8 @@ class Finished:
     stderr: str  # without a terminal only
     seconds: float
     peak_rss_kib: int  # the child's own peak resident set (VmHWM, KiB)
+    children_peak_rss_kib: int = 0  # the sum of its own children's peaks (e.g. worker processes)
+    children: int = 0  # how many children it started (seen while they ran)
 
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, terminal: bool = False,
@@ -54,10 +58,11 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, terminal: 
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, env=dict(env) if env is not None else None)
     assert proc.stdout is not None and proc.stderr is not None
-    out, peak = _collect(proc, [proc.stdout.fileno(), proc.stderr.fileno()], t0 + timeout)
+    out, peak, kids = _collect(proc, [proc.stdout.fileno(), proc.stderr.fileno()],
+                               t0 + timeout)
     code = _reap(proc)
     return Finished(code, out[0].decode(errors="replace"), out[1].decode(errors="replace"),
-                    time.perf_counter() - t0, peak)
+                    time.perf_counter() - t0, peak, sum(kids.values()), len(kids))
 
 
 def _run_pty(argv: Sequence[str], env: Mapping[str, str] | None, columns: int, rows: int,
@@ -73,11 +78,12 @@ def _run_pty(argv: Sequence[str], env: Mapping[str, str] | None, columns: int, r
     finally:
         os.close(slave)
     try:
-        out, peak = _collect(proc, [master], t0 + timeout)
+        out, peak, kids = _collect(proc, [master], t0 + timeout)
     finally:
         os.close(master)
     code = _reap(proc)
-    return Finished(code, out[0].decode(errors="replace"), "", time.perf_counter() - t0, peak)
+    return Finished(code, out[0].decode(errors="replace"), "", time.perf_counter() - t0, peak,
+                    sum(kids.values()), len(kids))
 
 
 def peak_rss_kib(pid: int) -> int | None:
@@ -92,21 +98,43 @@ def peak_rss_kib(pid: int) -> int | None:
     return None
 
 
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (a scan of /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+                if int(stat[stat.rindex(b")") + 2 :].split()[1]) == pid:
+                    out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
 def _collect(proc: subprocess.Popen[bytes], fds: list[int],
-             deadline: float) -> tuple[list[bytes], int]:
-    """Read every fd to its end (EOF, or EIO once a terminal's last writer closed it) and
-    the child's peak RSS, until it has exited."""
+             deadline: float) -> tuple[list[bytes], int, dict[int, int]]:
+    """Read every fd to its end (EOF, or EIO once a terminal's last writer closed it), and
+    the peak RSS of the child and of each of its children, until it has exited."""
     parts: dict[int, list[bytes]] = {fd: [] for fd in fds}
     open_fds = set(fds)
-    peak, sampled = 0, 0.0
+    peak, sampled, scanned = 0, 0.0, 0.0
+    kids: dict[int, int] = {}
     while open_fds or proc.poll() is None:
         left = deadline - time.perf_counter()
         if left <= 0:
             proc.kill()
             _reap(proc)
             raise TimeoutError(f"{argv_text(proc)} did not end in time")
+        if time.perf_counter() - scanned >= SCAN:  # workers live long: a slow scan finds them
+            scanned = time.perf_counter()
+            for kid in children_of(proc.pid):
+                kids.setdefault(kid, 0)
         if time.perf_counter() - sampled >= SAMPLE:
             peak, sampled = max(peak, peak_rss_kib(proc.pid) or 0), time.perf_counter()
+            for kid, seen in kids.items():
+                kids[kid] = max(seen, peak_rss_kib(kid) or 0)
         if not open_fds:  # it closed its output but runs on
             time.sleep(SAMPLE)
             continue
@@ -122,7 +150,7 @@ def _collect(proc: subprocess.Popen[bytes], fds: list[int],
                 parts[fd].append(data)
             else:
                 open_fds.discard(fd)
-    return [b"".join(parts[fd]) for fd in fds], peak
+    return [b"".join(parts[fd]) for fd in fds], peak, {k: v for k, v in kids.items() if v}
 
 
 def argv_text(proc: subprocess.Popen[bytes]) -> str:

@@ -339,3 +339,64 @@ def test_every_split_across_nodes_merges_to_the_same_order(seed: int, n_authors:
                                                            posts: int, n_nodes: int) -> None:
     asyncio.run(_split(seed, n_authors, posts, n_nodes))
 
+
+
+# --- the order is made on sync and import, not at the first show -----------------------------
+
+
+async def _rebuilds(node: Node, gid: bytes) -> int | None:
+    blob = await node.store.group_order_state(gid)
+    return None if blob is None else go.OrderState.decode(blob).rebuilds
+
+
+async def test_a_sync_places_what_it_brought_so_the_first_show_only_reads(
+        tmp_path: Path) -> None:
+    from feedlog.net.replicator import Replicator
+    from tests.net.test_sync import serve
+
+    a, b = await Node.init(tmp_path / "a"), await Node.init(tmp_path / "b")
+    await a.follow(b.id)
+    await b.follow(a.id)
+    gid = MsgId((await a.create_group("big")).id)
+    for i in range(go.BATCH + 20):  # more than BATCH new posts: placed by one rebuild
+        await a.post_to_group(gid, f"a{i}", timestamp=1000 + i)
+    assert await a.store.unplaced_groups() == [gid]  # a's newest post is not placed yet
+    srv = await serve(a)
+    res = await Replicator(b).connect(srv.address)
+    assert res.caught_up and res.added > go.BATCH
+    assert await b.store.unplaced_groups() == []
+    assert await _rebuilds(b, gid) == 1
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while await a.store.unplaced_groups():  # the server settles once b said it is done
+        assert loop.time() < deadline, "the serving side never placed its newest post"
+        await asyncio.sleep(0.02)
+    data = await show_json(b, gid)
+    assert [e["text"] for e in data["entries"]] == [f"a{i}" for i in range(go.BATCH + 20)]
+    assert await _rebuilds(b, gid) == 1  # the show read the order the sync made
+    assert await check_node(b, gid) == await check_node(a, gid)
+    srv.server.close()
+    await srv.server.wait_closed()
+    await close([a, b])
+
+
+async def test_an_import_places_what_it_brought_a_dry_run_writes_nothing(
+        tmp_path: Path) -> None:
+    from feedlog.bundle import export_bundle, import_bundle
+
+    a, c = await Node.init(tmp_path / "a"), await Node.init(tmp_path / "c")
+    await c.follow(a.id)
+    gid = MsgId((await a.create_group("stick")).id)
+    for i in range(5):
+        await a.post_to_group(gid, f"p{i}", timestamp=1000 + i)
+    (tmp_path / "stick").mkdir()
+    await export_bundle(a, tmp_path / "stick")
+    await import_bundle(c, tmp_path / "stick", dry_run=True)
+    assert await c.store.group_order_state(gid) is None and not await c.store.group_posts(gid)
+    await import_bundle(c, tmp_path / "stick")
+    assert await c.store.unplaced_groups() == [] and await _rebuilds(c, gid) == 1
+    assert [e["text"] for e in (await show_json(c, gid))["entries"]] == [
+        f"p{i}" for i in range(5)]
+    assert await _rebuilds(c, gid) == 1
+    await check_node(c, gid)
+    await close([a, c])

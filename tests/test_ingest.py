@@ -1,7 +1,7 @@
 """Ingestor: a stream of batches gives the same result however the pipeline groups its commits.
 
-``put`` lets up to three planned batches wait for stage 2, which commits waiting plans in one
-store transaction (ingest.py ``_run_stage2``). Whether batches are committed one by one
+``put`` lets up to ``Ingestor.QUEUE`` planned batches wait for stage 2, which commits waiting
+plans in one store transaction (ingest.py ``_run_stage2``). Whether batches are committed one by one
 (``ingest`` each), streamed (``put`` all, then ``finish``) with grouped commits, or streamed with
 one commit per batch, the stored feeds, the fork proofs and what each feed added must be the
 same, including when the stream carries forged, forked, duplicate and out-of-order messages.

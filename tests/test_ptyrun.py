@@ -32,6 +32,11 @@ def test_run_reports_the_childs_own_peak_rss() -> None:
     assert big.returncode == small.returncode == 0 and big.output == "ok\n"
     assert 64 * 1024 < big.peak_rss_kib < 128 * 1024, big.peak_rss_kib
     assert 0 < small.peak_rss_kib < 64 * 1024, small.peak_rss_kib
+    assert small.children == big.children == 0
+    spawn = ("import subprocess, sys; subprocess.run([sys.executable, '-c', " + repr(grow) + "])")
+    parent = run([sys.executable, "-c", spawn], timeout=60)
+    assert parent.returncode == 0 and parent.output == "ok\n" and parent.children == 1
+    assert parent.peak_rss_kib < 64 * 1024 < parent.children_peak_rss_kib < 128 * 1024
     tty = run([sys.executable, "-c", "import sys; print(sys.stdout.isatty())"], terminal=True,
               timeout=60)
     assert tty.returncode == 0 and screen(tty.output) == ["True"]

@@ -296,9 +296,14 @@ def check_signature(msg: Message) -> None:
         raise _bad("signature does not verify", "bad-signature")
 
 
+def signature_items(msgs: Sequence[Message]) -> tuple[bytes, list[tuple[bytes, bytes, bytes]]]:
+    """What step 8 checks for each message, as ``verify_many`` takes it: (tag, items)."""
+    return SIGN_TAG, [(m.author, m.header, m.signature) for m in msgs]
+
+
 def signatures_valid(msgs: Sequence[Message]) -> list[bool]:
     """Step 8 for many messages: whether each signature verifies (no exception per message)."""
-    return verify_many(SIGN_TAG, [(m.author, m.header, m.signature) for m in msgs])
+    return verify_many(*signature_items(msgs))
 
 
 def validate(state: FeedState, raw: bytes) -> Message:

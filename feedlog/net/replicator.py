@@ -191,6 +191,11 @@ class Link:
                     await self._ingestor.finish()
                 self._check_report()
             await self.channel.close(goodbye=False)
+            # Place new group posts in their stored order now, not at the first `show`; after
+            # the connection is closed, so the peer never waits for it, and never fatal: a
+            # show does the same work itself if this could not.
+            with contextlib.suppress(FeedlogError):
+                await self.node.settle_groups()
             r = self.result
             counters = self.channel.counters
             r.bytes_in, r.bytes_out = counters.bytes_in, counters.bytes_out
@@ -481,6 +486,7 @@ class Replicator:
         rep = await self.node.replication()
         self.blocked = rep.blocked
         feeds = {f.author: f for f in await self.node.store.feeds()}
+        self.node.refresh_heads(feeds.values())  # other processes may have written since
         mine: rp.Table = {}
         for f in rep.wanted:
             info = feeds.get(f)

@@ -147,6 +147,11 @@ class Store(Protocol):
 
     async def group_display(self, group_id: bytes) -> list[DisplayRow]: ...
 
+    async def unplaced_groups(self) -> list[bytes]:
+        """The groups with posts not yet in their stored order (sorted): what
+        ``feedlog.groups.settle`` places after a sync or an import."""
+        ...
+
 
 def check_contiguous(info: FeedInfo | None, msgs: Sequence[Message]) -> None:
     """Raise unless ``msgs`` (one feed, in order) continue ``info`` exactly."""

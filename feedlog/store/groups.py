@@ -89,6 +89,27 @@ def unpack_ref(blob: bytes) -> MsgRef:
     return MsgRef(a, s, i)
 
 
+class RefReader:
+    """Unpacks refs, building one MsgRef per distinct packed ref: reading a whole group back,
+    each post is named by a few others and the group ref by all, so this builds about one
+    MsgRef per post instead of four."""
+
+    def __init__(self) -> None:
+        self._seen: dict[bytes, MsgRef] = {}
+
+    def one(self, blob: bytes) -> MsgRef:
+        ref = self._seen.get(blob)
+        if ref is None:
+            ref = self._seen[blob] = unpack_ref(blob)
+        return ref
+
+    def many(self, blob: bytes) -> tuple[MsgRef, ...]:
+        size = _REF.size
+        if len(blob) == size:
+            return (self.one(blob),)
+        return tuple(self.one(blob[i : i + size]) for i in range(0, len(blob), size))
+
+
 def pack_members(members: tuple[bytes, ...] | None) -> bytes | None:
     return None if members is None else b"".join(members)
 

@@ -268,6 +268,10 @@ class MemoryStore:
         self._group_orders[group_id] = state
         return True
 
+    async def unplaced_groups(self) -> list[bytes]:
+        return sorted(g for g, posts in self._group_posts.items()
+                      if any(p.id not in self._group_places for _, p in posts))
+
     async def group_display(self, group_id: bytes) -> list[DisplayRow]:
         return [
             DisplayRow(rx, p.id, p.author, p.seq, p.timestamp, p.text,

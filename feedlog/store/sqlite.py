@@ -40,6 +40,7 @@ from feedlog.store.groups import (
     DisplayRow,
     GroupSummary,
     PlacedRow,
+    RefReader,
     group_rows,
     is_member,
     pack_members,
@@ -158,6 +159,8 @@ _FEATURE_TABLES: list[str] = [
         group_id BLOB PRIMARY KEY,
         rx INTEGER NOT NULL
     ) WITHOUT ROWID""",
+    # posts not yet in their group's stored order: what settling after a sync has to place
+    "CREATE INDEX IF NOT EXISTS group_posts_unplaced ON group_posts (group_id) WHERE pos IS NULL",
 ]
 _DIRS = {"sent": 0, "recv": 1}
 
@@ -637,8 +640,9 @@ class SqliteStore:
         rows = await self._rows(
             "SELECT rx, id, grp, author, seq, timestamp, refs, reply, text FROM group_posts "
             "WHERE group_id = ? AND rx > ? ORDER BY rx", (group_id, after))
-        return [(rx, GroupMessage(i, a, s, ts, unpack_ref(g), unpack_refs(refs),
-                                  None if reply is None else unpack_ref(reply), text))
+        refs_of = RefReader()  # one MsgRef per distinct ref: most are named several times
+        return [(rx, GroupMessage(i, a, s, ts, refs_of.one(g), refs_of.many(refs),
+                                  None if reply is None else refs_of.one(reply), text))
                 for rx, i, g, a, s, ts, refs, reply, text in rows]
 
     async def group_post(self, msg_id: bytes) -> GroupMessage | None:
@@ -721,6 +725,12 @@ class SqliteStore:
                 "INSERT INTO group_orders (group_id, state) VALUES (?, ?) "
                 "ON CONFLICT (group_id) DO UPDATE SET state = excluded.state", (group_id, state))
         return True
+
+    async def unplaced_groups(self) -> list[bytes]:
+        # the partial index holds only unplaced posts (the planner would scan a whole index)
+        rows = await self._rows("SELECT DISTINCT group_id FROM group_posts "
+                                "INDEXED BY group_posts_unplaced WHERE pos IS NULL")
+        return sorted(bytes(r[0]) for r in rows)
 
     async def group_display(self, group_id: bytes) -> list[DisplayRow]:
         rows = await self._rows(

@@ -343,6 +343,21 @@ class TestGroupIndex:
         assert [r.id for r in await store.group_display(gref.id)] == [ids[1]]
         assert await store.group_placed(bob.public, ids) == set()  # another group
 
+    async def test_unplaced_groups_are_those_with_posts_not_in_the_order(
+            self, store: Store, alice: Keypair, bob: Keypair) -> None:
+        msgs, gref = _group_feed(alice, bob)
+        assert await store.unplaced_groups() == []
+        await store.append(msgs[:2])  # the root and the first post
+        assert await store.unplaced_groups() == [gref.id]
+        assert await store.save_group_order(gref.id, b"s1", [(msgs[1].id, 1, None)],
+                                            expect=None)
+        assert await store.unplaced_groups() == []
+        await store.append(msgs[2:])  # the second post (a reply) arrives
+        assert await store.unplaced_groups() == [gref.id]
+        assert await store.save_group_order(gref.id, b"s2", [(msgs[2].id, 2, None)],
+                                            expect=b"s1")
+        assert await store.unplaced_groups() == []
+
 
 async def test_sqlite_store_made_before_groups_is_indexed_on_open(tmp_path: Path,
                                                                   alice: Keypair,
