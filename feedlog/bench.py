@@ -14,6 +14,7 @@ import gc
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,12 @@ from feedlog.ingest import Ingestor
 from feedlog.node import Node
 from feedlog.store.sqlite import SqliteStore
 from feedlog.verify_pool import VerifyPool
+
+
+def feedlog_command() -> list[str]:
+    """The `feedlog` command of this interpreter's environment (for benches that run the CLI)."""
+    script = Path(sys.executable).with_name("feedlog")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
 
 
 def raw_sign_rate(msgs: list[Message], n: int = 5000) -> float:

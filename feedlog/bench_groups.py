@@ -11,18 +11,18 @@ like every later one: both are printed against the goal.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from feedlog.bench import feedlog_command
+from feedlog.bench_replication import Server
 from feedlog.core import content
 from feedlog.core.crypto import Keypair
 from feedlog.core.group_content import group_content, post_content
@@ -31,7 +31,6 @@ from feedlog.core.message import FeedState, Message, create
 from feedlog.core.view import MsgRef, order_group
 from feedlog.group_order import catch_up, rebuild
 from feedlog.net.replicator import Replicator
-from feedlog.net.transport import Address
 from feedlog.node import Node
 
 GOAL_SECONDS = 0.3
@@ -80,28 +79,6 @@ def _median_time(fn: Callable[[], object], rounds: int) -> float:
     return statistics.median(times)
 
 
-def _feedlog() -> list[str]:
-    script = Path(sys.executable).with_name("feedlog")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
-
-
-class _Server:
-    """`feedlog serve` on the home holding the conversation, in its own process (as a peer)."""
-
-    def __init__(self, home: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
-        self.proc = subprocess.Popen(
-            [*_feedlog(), "--home", str(home), "serve", "--host", "127.0.0.1", "--port", "0",
-             "--json"], stdout=subprocess.PIPE, text=True, env=env)
-        if self.proc.stdout is None:
-            raise SystemExit("bench groups: no output from serve")
-        self.address = Address.parse(json.loads(self.proc.stdout.readline())["address"])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 async def _synced_reader(tmp: Path, keys: list[Keypair], msgs: list[Message]
                          ) -> tuple[Path, float, int]:
     """A peer's home holding the conversation, and a reader's home that follows its authors
@@ -119,7 +96,7 @@ async def _synced_reader(tmp: Path, keys: list[Keypair], msgs: list[Message]
     home = tmp / "reader"
     node = await Node.init(home)
     await node.publish_many([content.contact("follow", k.public) for k in keys])
-    server = _Server(tmp / "peer")
+    server = Server(tmp / "peer")
     try:
         replicator = Replicator(node)
         t = time.perf_counter()
@@ -200,7 +177,7 @@ async def run(args: argparse.Namespace) -> None:
             times = []
             for _ in range(rounds):
                 t = time.perf_counter()
-                subprocess.run([*_feedlog(), "--home", str(home), *argv], check=True,
+                subprocess.run([*feedlog_command(), "--home", str(home), *argv], check=True,
                                stdout=subprocess.DEVNULL, env=env)
                 times.append(time.perf_counter() - t)
             return statistics.median(times)

@@ -19,12 +19,11 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from feedlog.bench import raw_verify_rate_all_cores
+from feedlog.bench import feedlog_command, raw_verify_rate_all_cores
 from feedlog.core import content
 from feedlog.core.crypto import Keypair
 from feedlog.core.message import FeedState, Message, create
@@ -60,18 +59,14 @@ async def _holder(home: Path, feeds: list[list[Message]]) -> Node:
     return node
 
 
-def _feedlog() -> list[str]:
-    script = Path(sys.executable).with_name("feedlog")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
-
-
 class Server:
     """`feedlog serve` in its own process, so sender and receiver don't share one GIL."""
 
     def __init__(self, home: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
         self.proc = subprocess.Popen(
-            [*_feedlog(), "--home", str(home), "serve", "--host", "127.0.0.1", "--port", "0",
+            [*feedlog_command(), "--home", str(home), "serve", "--host", "127.0.0.1",
+             "--port", "0",
              "--json"], stdout=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

@@ -26,12 +26,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
+from feedlog.bench import feedlog_command
 from feedlog.core import content
 from feedlog.core.crypto import Keypair
 from feedlog.core.message import SIGN_TAG, FeedState, Message, Unsigned, finish, prepare
@@ -43,11 +43,6 @@ FEEDS = 100
 TEXT = "x" * 200  # about 400 bytes a message, as in the replication section
 SIGN_CHUNK = 1000
 STORE_BATCH = 5000
-
-
-def _feedlog() -> list[str]:
-    script = Path(sys.executable).with_name("feedlog")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli.main"]
 
 
 def _env() -> dict[str, str]:
@@ -125,7 +120,8 @@ class Server:
 
     def __init__(self, home: Path) -> None:
         self.proc = subprocess.Popen(
-            [*_feedlog(), "--home", str(home), "serve", "--host", "127.0.0.1", "--port", "0",
+            [*feedlog_command(), "--home", str(home), "serve", "--host", "127.0.0.1",
+             "--port", "0",
              "--json"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=_env())
         assert self.proc.stdout is not None
         self.address = str(json.loads(self.proc.stdout.readline())["address"])
@@ -150,7 +146,7 @@ async def _receiver(home: Path, authors: list[bytes], cache: int | None = None) 
 
 
 def _sync(home: Path, address: str, *, terminal: bool = False) -> tuple[Finished, dict[str, int]]:
-    args = [*_feedlog(), "--home", str(home), "sync", address]
+    args = [*feedlog_command(), "--home", str(home), "sync", address]
     done = run_child(args if terminal else [*args, "--json"], env=_env(), terminal=terminal,
                      timeout=1800)
     if done.returncode != 0:

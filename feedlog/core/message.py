@@ -152,14 +152,7 @@ def prepare(author: bytes, state: FeedState, content: Mapping[str, Any],
     if not 0 <= timestamp <= MAX_TIMESTAMP:
         raise LocalError("timestamp out of range", code="bad-timestamp")
     value = dict(content)
-    check_known(value)
-    try:
-        body = encoding.encode_checked(value, "content")
-        t = value.get("type")
-        if not isinstance(t, str) or not TYPE_PATTERN.match(t):
-            raise InvalidMessage("content has no valid text 'type'", code="bad-content")
-    except InvalidMessage as exc:
-        raise LocalError(exc.message, code=exc.code) from None
+    body = _encode_content(value)
     digest = content_hash(body)
     header = encode_header(author, state.seq + 1, state.head, timestamp, len(body), digest)
     return Unsigned(header, message_id(header), FeedId(author), state.seq + 1, state.head,
