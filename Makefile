@@ -57,7 +57,7 @@ fuzz: $(FUZZ_STAMP)
 
 # The crash tests with SOAK_TRIALS trials per scenario instead of the suite's bounded count.
 soak: $(STAMP)
-	FEEDLOG_CRASH_TRIALS=$(SOAK_TRIALS) $(BIN)/python -m pytest tests/e2e/test_crash.py \
+	FEEDLOG_CRASH_TRIALS=$(SOAK_TRIALS) $(BIN)/python -m pytest -s tests/e2e/test_crash.py \
 		--timeout=0 -p no:cacheprovider
 
 clean:
