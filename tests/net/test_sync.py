@@ -10,7 +10,7 @@ import pytest
 
 from feedlog.core.ids import FeedId
 from feedlog.core.message import Message
-from feedlog.net.replicator import NetConfig, Replicator
+from feedlog.net.replicator import NetConfig, Replicator, SyncResult
 from feedlog.net.transport import Address
 from feedlog.node import Node
 
@@ -35,6 +35,16 @@ class Served:
         self.rep, self.server = rep, server
         port = server.sockets[0].getsockname()[1]
         self.address = Address("127.0.0.1", port, rep.node.id)
+
+    async def ended(self, count: int = 1, limit: float = 10.0) -> list[SyncResult]:
+        """The server's finished connections, once ``count`` have ended (the server's side of
+        a link ends a moment after the client's)."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while len(self.rep.finished) < count:
+            assert loop.time() - t0 < limit, f"{len(self.rep.finished)} of {count} ended"
+            await asyncio.sleep(0.02)
+        return list(self.rep.finished)
 
 
 async def serve(node: Node, config: NetConfig | None = None) -> Served:
@@ -145,5 +155,5 @@ async def test_slow_receiver_is_not_taken_for_stalled(pair: tuple[Node, Node]) -
     res = await Replicator(b, cfg).connect(srv.address)
     assert res.error is None and res.caught_up, res
     assert res.added == 301 and await seq_of(b, a.id) == 301
-    assert [r.error for r in srv.rep.finished] == [None]
+    assert [r.error for r in await srv.ended()] == [None]
     srv.server.close()
