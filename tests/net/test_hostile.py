@@ -304,11 +304,9 @@ async def test_stall_mid_stream(world: World) -> None:
     assert await w.stored(w.hid) == [m.raw for m in msgs[:3]]
 
 
-async def test_flood_faster_than_we_store(world: World) -> None:
-    """The store is held shut while the peer writes far more than the node may buffer: the node
-    stops reading (TCP back-pressure), so what it took in stays bounded."""
-    w = world
-    msgs = chain(w.hostile, 200, pad=4000)  # big messages: a flood of few decodes
+def hold_hostile_appends(w: World) -> asyncio.Event:
+    """Hold the node's store shut for the hostile peer's messages until the returned event is
+    set (everything else is stored as usual)."""
     gate = asyncio.Event()
     store = w.node.store
     real_append = store.append
@@ -319,6 +317,15 @@ async def test_flood_faster_than_we_store(world: World) -> None:
         await real_append(batch)
 
     store.append = slow_append  # type: ignore[method-assign,assignment]
+    return gate
+
+
+async def test_flood_faster_than_we_store(world: World) -> None:
+    """The store is held shut while the peer writes far more than the node may buffer: the node
+    stops reading (TCP back-pressure), so what it took in stays bounded."""
+    w = world
+    msgs = chain(w.hostile, 200, pad=4000)  # big messages: a flood of few decodes
+    gate = hold_hostile_appends(w)
     frames = msgs_frames([m.raw for m in msgs])
     flood = 16 * 1024 * 1024
     repeats = flood // sum(map(len, frames)) + 1

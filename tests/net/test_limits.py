@@ -8,17 +8,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Sequence
 from typing import Any
 
 from feedlog.core.crypto import Keypair
 from feedlog.core.ids import FeedId
-from feedlog.core.message import Message
 from feedlog.core.wire import msgs_frames
 from feedlog.net.replicator import Replicator
 from feedlog.net.transport import SOCKET_READ, Address
 from feedlog.node import Node
-from tests.net.test_hostile import GOOD_MESSAGES, World, _flood, chain, config, connect, opening
+from tests.net.test_hostile import (
+    GOOD_MESSAGES,
+    World,
+    _flood,
+    chain,
+    config,
+    connect,
+    hold_hostile_appends,
+    opening,
+)
 
 KiB = 1024
 
@@ -55,16 +62,7 @@ async def test_per_peer_buffered_bytes_bounds_what_a_flood_makes_us_hold() -> No
         msgs = chain(w.hostile, 100, pad=4000)
         frames = msgs_frames([m.raw for m in msgs], max_size=64 * KiB)
         biggest = max(map(len, frames))
-        gate = asyncio.Event()
-        store = w.node.store
-        real_append = store.append
-
-        async def slow_append(batch: Sequence[Message]) -> None:
-            if any(m.author == w.hid for m in batch):
-                await gate.wait()
-            await real_append(batch)
-
-        store.append = slow_append  # type: ignore[method-assign,assignment]
+        gate = hold_hostile_appends(w)
         ch = await connect(w)
         await opening(ch, w, len(msgs))
         await ch.send_frames(frames)
