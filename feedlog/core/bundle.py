@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from feedlog.core import encoding
 from feedlog.core.errors import InvalidMessage, RemoteError
@@ -109,15 +109,25 @@ def encode_record(kind: int, body: bytes) -> bytes:
     return bytes((kind,)) + length + _crc(kind, length, body).to_bytes(4, "big") + body
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Record:
     offset: int  # of the record's first byte in its segment
     kind: int
     body: bytes
 
+    def __init__(self, offset: int, kind: int, body: bytes) -> None:
+        # frozen, but without the generated init's object.__setattr__ per field (one Record
+        # per message read from a stick; see Message.__init__)
+        _SET_OFFSET(self, offset)
+        _SET_KIND(self, kind)
+        _SET_BODY(self, body)
+
     @property
     def size(self) -> int:
         return HEADER_SIZE + len(self.body)
+
+
+_SET_OFFSET, _SET_KIND, _SET_BODY = (getattr(Record, f.name).__set__ for f in fields(Record))
 
 
 @dataclass(frozen=True, slots=True)

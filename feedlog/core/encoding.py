@@ -341,6 +341,13 @@ def _parse_item(d: bytes, p: int, depth: int) -> tuple[Value, int]:
                 end = p + 1 + b - 0x60
                 out[key] = d[p + 1 : end].decode("utf-8")
                 p = end
+            elif b == 0x78:  # a text value of 24 .. 255 bytes
+                n = d[p + 1]
+                if n < 24:
+                    raise _NotProven
+                end = p + 2 + n
+                out[key] = d[p + 2 : end].decode("utf-8")
+                p = end
             elif b < 24:  # a small uint
                 out[key] = b
                 p += 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from feedlog.core import encoding
@@ -47,7 +47,7 @@ class FeedState:
     head: MsgId | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Message:
     """A decoded message. ``raw`` is the exact byte form; every other field is derived from it."""
 
@@ -64,6 +64,26 @@ class Message:
     content: bytes | None
     value: dict[str, Any] | None
 
+    def __init__(self, raw: bytes, id: MsgId, header: bytes, signature: bytes,
+                 author: FeedId, seq: int, previous: MsgId | None, timestamp: int,
+                 content_size: int, content_hash: bytes, content: bytes | None,
+                 value: dict[str, Any] | None) -> None:
+        # What the generated __init__ of a frozen dataclass does (each field stored through
+        # its slot, past the frozen __setattr__), without its object.__setattr__ call per
+        # field: 0.6 instead of 2.0 us, paid for every message received or published.
+        _SET_RAW(self, raw)
+        _SET_ID(self, id)
+        _SET_HEADER(self, header)
+        _SET_SIGNATURE(self, signature)
+        _SET_AUTHOR(self, author)
+        _SET_SEQ(self, seq)
+        _SET_PREVIOUS(self, previous)
+        _SET_TIMESTAMP(self, timestamp)
+        _SET_CONTENT_SIZE(self, content_size)
+        _SET_CONTENT_HASH(self, content_hash)
+        _SET_CONTENT(self, content)
+        _SET_VALUE(self, value)
+
     @property
     def type(self) -> str | None:
         """The content type, or None when the content is not held."""
@@ -76,6 +96,13 @@ class Message:
     def state(self) -> FeedState:
         """The feed state once this message is the feed's head."""
         return FeedState(self.author, self.seq, self.id)
+
+
+# The slot descriptors of Message's fields (bound after the class exists: slots=True makes
+# dataclass build a new class, whose slots these are).
+(_SET_RAW, _SET_ID, _SET_HEADER, _SET_SIGNATURE, _SET_AUTHOR, _SET_SEQ, _SET_PREVIOUS,
+ _SET_TIMESTAMP, _SET_CONTENT_SIZE, _SET_CONTENT_HASH, _SET_CONTENT, _SET_VALUE) = (
+    getattr(Message, f.name).__set__ for f in fields(Message))
 
 
 def message_id(header: bytes) -> MsgId:

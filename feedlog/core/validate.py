@@ -126,7 +126,14 @@ def _parse_fast(raw: bytes) -> Message | None:
         return None
     signature = raw[p + 2 : p + 66]
     p += 66
-    if raw[p] == 0xF6:
+    b = raw[p]
+    if b == 0x58:  # content of 24 .. 255 bytes
+        n = raw[p + 1]
+        if n < 24:
+            return None
+        content = raw[p + 2 : p + 2 + n]
+        p += 2 + n
+    elif b == 0xF6:
         content = None
         p += 1
     else:
@@ -145,6 +152,10 @@ def _parse_fast(raw: bytes) -> Message | None:
     b = h[36]
     if b < 24:
         seq, p = b, 37
+    elif b == 0x19:  # seq 256 .. 65535
+        seq, p = (h[37] << 8) | h[38], 39
+        if seq < 0x100:
+            return None
     elif b == 0x1A:  # seq 65536 .. 2^32 - 1
         seq, p = int.from_bytes(h[37:41]), 41
         if seq < 0x10000:
@@ -172,7 +183,19 @@ def _parse_fast(raw: bytes) -> Message | None:
         timestamp, p = _uint(h, p)
     if not 0 <= timestamp <= MAX_TIMESTAMP:
         return None
-    size, p = _uint(h, p)
+    b = h[p]
+    if b == 0x18:  # a content size of 24 .. 255 bytes
+        size = h[p + 1]
+        if size < 24:
+            return None
+        p += 2
+    elif b == 0x19:  # 256 .. 65535 bytes
+        size = (h[p + 1] << 8) | h[p + 2]
+        if size < 0x100:
+            return None
+        p += 3
+    else:
+        size, p = _uint(h, p)
     if not 0 <= size <= MAX_MESSAGE_SIZE or h[p : p + 2] != b"\x58\x20":
         return None
     digest = h[p + 2 : p + 34]

@@ -9,6 +9,7 @@ they really are taken for ordinary messages (otherwise agreement would be trivia
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from feedlog.core.message import (
     MAX_MESSAGE_SIZE,
     VERSION,
     FeedState,
+    Message,
     create,
     encode_header,
     encode_message,
@@ -108,7 +110,7 @@ def test_random_bytes_agree(data: bytes) -> None:
 def test_known_non_canonical_forms_decline_the_fast_path() -> None:
     for hexdata in ["1801", "0102", "9f01ff", "c24101", "a2616101616102", "f93c00", "f7",
                     "a10101", "5f4101ff", "a2617a01616101", "62c328", "7f6161ff", "d81c81d81d00",
-                    "c2430100001a", "3817", "790001"]:
+                    "c2430100001a", "3817", "790001", "a1617a780161", "a1617a781861"]:
         data = bytes.fromhex(hexdata)
         assert not fast_value(data)[0], hexdata
         check_value(data)
@@ -334,3 +336,15 @@ def test_sign_many_and_verify_many_agree_with_one_at_a_time() -> None:
     expected = [verify(p, tag, d, s) for p, d, s in items]
     assert expected == [True] * 5 + [False] * 7
     assert verify_many(tag, items) == expected
+
+
+def test_message_stays_frozen_with_its_own_init() -> None:
+    k = keypair("fastpath")
+    m = create(k, FeedState(FeedId(k.public)), {"type": "post", "text": "x"}, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.seq = 2  # type: ignore[misc]
+    again = decode_message_reference(m.raw)
+    assert again == m
+    assert dataclasses.replace(m, seq=5).seq == 5
+    assert [getattr(again, f.name) for f in dataclasses.fields(Message)] == [
+        getattr(m, f.name) for f in dataclasses.fields(Message)]
