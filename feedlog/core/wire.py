@@ -184,8 +184,66 @@ def _entry(item: object) -> Entry:
     return Entry(feed, note, forked, head)
 
 
+def _msgs_fast(body: bytes) -> Msgs | None:
+    """The usual MSGS frame, read directly: ``[2, [bstr, ...]]`` with every head in its
+    shortest form, no message over MAX_MESSAGE_SIZE and no byte left over; None for anything
+    else, which ``decode_body``'s general path then decides (so this changes speed, never an
+    answer: tests/core/test_wire.py compares the two)."""
+    if body[0] != 0x82 or body[1] != MSGS:
+        return None
+    b = body[2]
+    p = 3
+    if 0x81 <= b < 0x98:
+        count = b - 0x80
+    elif b == 0x98:
+        count, p = body[3], 4
+        if count < 24:
+            return None
+    elif b == 0x99:
+        count, p = (body[3] << 8) | body[4], 5
+        if count < 0x100:
+            return None
+    else:
+        return None
+    end = len(body)
+    if count > end - p:  # each message takes at least one byte
+        return None
+    out = []
+    for _ in range(count):
+        b = body[p]
+        if b == 0x59:  # 256 .. 65535 bytes: the usual message
+            n = (body[p + 1] << 8) | body[p + 2]
+            if n < 0x100 or n > MAX_MESSAGE_SIZE:
+                return None
+            p += 3
+        elif b == 0x58:
+            n = body[p + 1]
+            if n < 24:
+                return None
+            p += 2
+        elif 0x40 <= b < 0x58:
+            n = b - 0x40
+            p += 1
+        else:
+            return None
+        out.append(body[p : p + n])
+        p += n
+    if p != end:  # also catches a short slice: p advanced past the end
+        return None
+    return Msgs(tuple(out))
+
+
 def decode_body(body: bytes, *, max_notes: int = MAX_NOTES_PER_FRAME) -> Frame:
     """Decode one frame body (no length prefix). Raises ProtocolError with a stable code."""
+    try:
+        fast = _msgs_fast(body)
+    except IndexError:
+        fast = None
+    return decode_body_reference(body, max_notes=max_notes) if fast is None else fast
+
+
+def decode_body_reference(body: bytes, *, max_notes: int = MAX_NOTES_PER_FRAME) -> Frame:
+    """``decode_body`` by the general path only (the definition its fast path must match)."""
     try:
         value = decode_strict(body, what="frame")
     except FeedlogError as exc:

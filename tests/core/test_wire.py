@@ -34,7 +34,9 @@ from feedlog.core.wire import (
     Notes,
     Ping,
     Synced,
+    _msgs_fast,
     decode_body,
+    decode_body_reference,
     encode_frame,
     make_note,
     msgs_frames,
@@ -334,3 +336,57 @@ def test_decode_body_arbitrary_values(tail: Any) -> None:
         _only_protocol_errors(decode_body, encode([kind, tail]))
         if isinstance(tail, list):
             _only_protocol_errors(decode_body, encode([kind, *tail]))
+
+
+# --- the MSGS fast path agrees with the general decoder -------------------------------------
+
+def _outcome(fn: Any, body: bytes) -> Any:
+    try:
+        return ("ok", fn(body))
+    except ProtocolError as exc:
+        return ("error", exc.code)
+
+
+def _msgs_body(items: list[bytes], wide: bool = False) -> bytes:
+    """A MSGS frame body; ``wide`` writes a short array's head one size wider than needed."""
+    array = encode(items)
+    if wide and len(items) < 24:
+        array = bytes([0x98, len(items)]) + array[1:]
+    return b"\x82\x02" + array
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=300) | st.sampled_from(
+    [bytes(8192), bytes(8193), bytes(255), bytes(256), bytes(23), bytes(24)]),
+    min_size=0, max_size=30), st.booleans(), st.data())
+def test_msgs_fast_path_agrees_with_the_general_decoder(
+        items: list[bytes], wide: bool, data: st.DataObject) -> None:
+    body = _msgs_body(items, wide)
+    fast = _msgs_fast(body)
+    assert _outcome(decode_body, body) == _outcome(decode_body_reference, body)
+    if items and not wide and all(len(i) <= 8192 for i in items):
+        assert fast == Msgs(tuple(items))  # the canonical frame takes the fast path
+    mutated = bytearray(body)
+    for _ in range(data.draw(st.integers(1, 3))):
+        op = data.draw(st.sampled_from(["flip", "insert", "delete", "cut"]))
+        i = data.draw(st.integers(0, max(len(mutated) - 1, 0)))
+        if op == "flip" and mutated:
+            mutated[i] ^= data.draw(st.integers(1, 255))
+        elif op == "insert":
+            mutated.insert(i, data.draw(st.integers(0, 255)))
+        elif op == "cut":
+            del mutated[i:]
+        elif mutated:
+            del mutated[i]
+    m = bytes(mutated)
+    assert _outcome(decode_body, m) == _outcome(decode_body_reference, m)
+
+
+def test_msgs_fast_path_declines_non_shortest_heads() -> None:
+    msg = bytes(range(30))
+    for body in [b"\x82\x02\x98\x01\x58\x1e" + msg,  # array head one size wide
+                 b"\x82\x02\x81\x59\x00\x1e" + msg,  # byte string head one size wide
+                 b"\x82\x02\x81\x58\x05" + msg[:5],  # a 1-byte length below 24
+                 b"\x82\x02\x80"]:  # no message
+        assert _msgs_fast(body) is None
+        assert _outcome(decode_body, body)[0] == "error"
