@@ -71,11 +71,12 @@ def encode_request(tag: bytes, items: Items) -> tuple[bytes, list[int]]:
     parts = [bytes([len(tag)]), tag]
     bad = []
     pack = _LEN.pack
+    extra = SIGNATURE_SIZE + len(tag)
     for i, (public, data, signature) in enumerate(items):
         if len(public) != KEY_SIZE or len(signature) != SIGNATURE_SIZE:
             bad.append(i)
             public, signature = _PLACEHOLDER
-        parts += (public, signature, pack(len(data)), data)
+        parts += (public, pack(extra + len(data)), signature, tag, data)
     body = b"".join(parts)
     return _HEAD.pack(len(body), len(items)) + body, bad
 

@@ -201,3 +201,14 @@ async def test_a_node_ends_its_workers_on_close(tmp_path: Path) -> None:
     assert len(procs) == min(node.workers, os.cpu_count() or 1)
     await node.close()
     assert all(p.poll() is not None for p in procs)
+
+
+def test_the_worker_answers_no_for_an_item_without_the_tag() -> None:
+    its = [i for i in items(40) if verify_many(SIGN_TAG, [i]) == [True]][:2]
+    request, _ = encode_request(SIGN_TAG, its)
+    body = bytearray(request[8 + 1 + len(SIGN_TAG) :])
+    assert check(SIGN_TAG, bytes(body), 2) == b"\x01\x01"
+    body[32 + 4 + 64] ^= 1  # the first item's copy of the tag
+    assert check(SIGN_TAG, bytes(body), 2) == b"\x00\x01"
+    with pytest.raises(ValueError):
+        check(SIGN_TAG, bytes(body) + b"\x00", 2)
