@@ -498,16 +498,11 @@ class Replicator:
         return mine, seqs
 
     def _on_stored(self, msgs: Sequence[Message]) -> None:
-        seqs: dict[FeedId, int] = {}
-        contacts = False
-        for m in msgs:
-            seqs[m.author] = max(seqs.get(m.author, 0), m.seq)
-            if not contacts and m.value is not None and m.value.get("type") in CONTACT_TYPES:
-                contacts = True
-        _, heads = _heads_of(msgs)
+        seqs, heads = _heads_of(msgs)
         for link in list(self.links):
             link.local_advanced(seqs, heads)
-        if contacts:
+        types = {m.value.get("type") for m in msgs if m.value is not None}
+        if any(t in CONTACT_TYPES for t in types):
             self._schedule_recompute()
 
     def store_changed(self, seqs: dict[FeedId, int]) -> None:
@@ -637,14 +632,11 @@ class Replicator:
 
 
 def _heads_of(msgs: Sequence[Message]) -> tuple[dict[FeedId, int], dict[FeedId, bytes]]:
-    """The highest seq per feed among ``msgs`` and the head prefix of that message."""
-    seqs: dict[FeedId, int] = {}
-    heads: dict[FeedId, bytes] = {}
-    for m in msgs:
-        if m.seq > seqs.get(m.author, 0):
-            seqs[m.author] = m.seq
-            heads[m.author] = m.id[:HEAD_SIZE]
-    return seqs, heads
+    """The highest seq per feed among ``msgs`` (a stored batch: each feed's messages in
+    ascending order, so its last is its highest) and the head prefix of that message."""
+    last = {m.author: m for m in msgs}
+    return ({a: m.seq for a, m in last.items()},
+            {a: m.id[:HEAD_SIZE] for a, m in last.items()})
 
 
 def _peername(writer: asyncio.StreamWriter) -> str:
