@@ -211,7 +211,8 @@ async def run_sections(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--messages", type=int, default=100_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="rounds of each ratio figure; the median is printed (default 5)")
     ap.add_argument("--rss-big", type=int, default=0,
                     help="second size of the rss section, e.g. 1000000 (default 0: skip it)")
     ap.add_argument("--only", default="",

@@ -102,7 +102,10 @@ class Ingestor:
     ``on_append`` is called after each committed batch with the appended messages (live push).
     """
 
-    CHUNK = 256  # signatures per executor job
+    # Signatures per verify job. 512 rather than 256: a sync's MSGS frame brings about 570
+    # messages, and fewer, larger jobs cost the workers fewer wake-ups (sync bench: about 5%
+    # faster on two cores; import, which puts 1000 at a time, is unchanged).
+    CHUNK = 512
     # At most this many messages (about) per store transaction. Bigger commits rewrite the
     # random-keyed id index less often: 1000 -> 4096 -> 16384 rows cost about 10.7 -> 8.3 ->
     # 7.5 us of CPU per message here.
