@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -464,7 +465,8 @@ class Replicator:
         self._recompute: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         # server connections still in the handshake, oldest first; those dropped for newer ones
-        self.handshaking: dict[asyncio.StreamWriter, None] = {}
+        # connections still in the handshake, oldest first, with the host each came from
+        self.handshaking: dict[asyncio.StreamWriter, str] = {}
         self.evicted: set[asyncio.StreamWriter] = set()
         node.listeners.append(self._on_stored)
 
@@ -590,14 +592,17 @@ class Replicator:
         def spawn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             # Handshakes in progress are counted apart from the peers served: a flood of
             # connections that never finish one holds at most max_pending of them (and as many
-            # sockets), the oldest being dropped for a newcomer, so it cannot keep a good peer
-            # out. Done here, as each connection is accepted, before any task runs.
+            # sockets), so it cannot keep a good peer out. When full, the oldest pending
+            # handshake of the host holding the most is dropped for the newcomer: one flooding
+            # host evicts only its own connections, never a good peer's from another address
+            # however fast it floods. Done here, as each connection is accepted, before any
+            # task runs.
             while len(self.handshaking) >= self.config.max_pending:
-                oldest = next(iter(self.handshaking))
-                self.handshaking.pop(oldest)
-                self.evicted.add(oldest)
-                oldest.transport.abort()
-            self.handshaking[writer] = None
+                victim = _busiest_hosts_oldest(self.handshaking)
+                self.handshaking.pop(victim)
+                self.evicted.add(victim)
+                victim.transport.abort()
+            self.handshaking[writer] = _host(writer)
             task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
                 handle(reader, writer))
             self._tasks.add(task)
@@ -637,6 +642,18 @@ def _heads_of(msgs: Sequence[Message]) -> tuple[dict[FeedId, int], dict[FeedId, 
     last = {m.author: m for m in msgs}
     return ({a: m.seq for a, m in last.items()},
             {a: m.id[:HEAD_SIZE] for a, m in last.items()})
+
+
+def _host(writer: asyncio.StreamWriter) -> str:
+    info = writer.get_extra_info("peername")
+    return str(info[0]) if isinstance(info, tuple) else "?"
+
+
+def _busiest_hosts_oldest(pending: dict[asyncio.StreamWriter, str]) -> asyncio.StreamWriter:
+    """The oldest connection (``pending`` is in arrival order) of the host with the most."""
+    counts = Counter(pending.values())
+    most = max(counts.values())
+    return next(w for w, host in pending.items() if counts[host] == most)
 
 
 def _peername(writer: asyncio.StreamWriter) -> str:

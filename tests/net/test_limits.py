@@ -1,6 +1,6 @@
 """Limits of the replication server (issue 8 item 3): ``per_peer_buffered_bytes`` bounds what
 one flooding peer makes the node hold, and pending handshakes are bounded apart from the peers
-served (the oldest is dropped for a newcomer), so neither starves a good peer.
+served (the oldest of the busiest host is dropped for a newcomer), so neither starves a good peer.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import os
 from typing import Any
 
 from feedlog.core.crypto import Keypair
+from feedlog.core.handshake import ClientHandshake
 from feedlog.core.ids import FeedId
 from feedlog.core.wire import msgs_frames
 from feedlog.net.replicator import Replicator
-from feedlog.net.transport import SOCKET_READ, Address
+from feedlog.net.transport import DEFAULT_NETWORK_KEY, SOCKET_READ, Address
 from feedlog.node import Node
 from tests.net.test_hostile import (
     GOOD_MESSAGES,
@@ -117,6 +118,46 @@ async def test_pending_handshakes_are_bounded_and_the_oldest_is_dropped() -> Non
         for _, writer in silent:
             writer.close()
     finally:
+        server.close()
+        w.rep.close()
+        await w.node.close()
+
+
+async def test_a_flooding_host_evicts_only_its_own_pending_handshakes() -> None:
+    """A good peer (127.0.0.3) is half way through its handshake when another host
+    (127.0.0.2) opens 12 connections that never handshake, against max_pending = 4. Full, the
+    node drops the oldest pending handshake of the host holding the most: the flooder's own,
+    never the good peer's, whose handshake then completes (before, the oldest of all was
+    dropped: the good peer first)."""
+    w, server = await _world(max_pending=4, max_peers=4, handshake_timeout=5.0)
+    flood: list[asyncio.StreamWriter] = []
+    try:
+        hs = ClientHandshake(DEFAULT_NETWORK_KEY, Keypair.from_seed(os.urandom(32)),
+                             w.address.feed, os.urandom(32))
+        reader, writer = await asyncio.open_connection(
+            w.address.host, w.address.port, local_addr=("127.0.0.3", 0))
+        writer.write(hs.data_to_send())  # the client hello; the rest waits for the flood
+        await writer.drain()
+        for _ in range(12):
+            _, fw = await asyncio.open_connection(
+                w.address.host, w.address.port, local_addr=("127.0.0.2", 0))
+            flood.append(fw)
+            await asyncio.sleep(0.02)
+        assert len(w.rep.handshaking) == 4
+        while not hs.done:  # finish the handshake: the node still answers us
+            data = await asyncio.wait_for(reader.read(hs.bytes_needed()), 3)
+            assert data, "the node dropped the good peer's pending handshake"
+            hs.receive_data(data)
+            out = hs.data_to_send()
+            if out:
+                writer.write(out)
+                await writer.drain()
+        evicted = [r for r in w.rep.finished if r.error == "handshake-evicted"]
+        assert len(evicted) == 9 and all(r.remote.startswith("127.0.0.2:") for r in evicted)
+        writer.close()
+    finally:
+        for fw in flood:
+            fw.close()
         server.close()
         w.rep.close()
         await w.node.close()
