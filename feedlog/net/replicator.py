@@ -455,6 +455,8 @@ class Link:
 class Replicator:
     """A node's replication: its server, its outgoing syncs, and live push between them."""
 
+    SETTLE_DELAY = 1.0  # s: group posts pushed live are ordered this soon after, in one go
+
     def __init__(self, node: Node, config: NetConfig | None = None) -> None:
         self.node = node
         self.config = config or NetConfig.from_limits(node.limits)
@@ -463,25 +465,28 @@ class Replicator:
         self.finished: list[SyncResult] = []
         self.on_link_end: Callable[[Link], None] | None = None
         self._recompute: asyncio.Task[None] | None = None
+        self._settle: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
-        # server connections still in the handshake, oldest first; those dropped for newer ones
-        # connections still in the handshake, oldest first, with the host each came from
+        # server connections still in the handshake, oldest first, with the host each came
+        # from; and those dropped for newer ones
         self.handshaking: dict[asyncio.StreamWriter, str] = {}
         self.evicted: set[asyncio.StreamWriter] = set()
         node.listeners.append(self._on_stored)
 
     def close(self) -> None:
-        """Stop listening to the node; a recompute still pending is dropped (the node's store
-        may be closed next)."""
+        """Stop listening to the node; a recompute or group ordering still pending is dropped
+        (the node's store may be closed next)."""
         with contextlib.suppress(ValueError):
             self.node.listeners.remove(self._on_stored)
-        task, self._recompute = self._recompute, None
-        if task is not None:
+        for task in (self._recompute, self._settle):
+            if task is None:
+                continue
             if task.done():
                 if not task.cancelled():
                     task.exception()  # retrieved: a failure after the links ended is moot
             else:
                 task.cancel()
+        self._recompute = self._settle = None
 
     async def entries(self) -> tuple[rp.Table, dict[FeedId, int]]:
         """This node's notes: every feed it replicates, how far it holds it, forks."""
@@ -506,6 +511,18 @@ class Replicator:
         types = {m.value.get("type") for m in msgs if m.value is not None}
         if any(t in CONTACT_TYPES for t in types):
             self._schedule_recompute()
+        if "post" in types and (self._settle is None or self._settle.done()) and any(
+                link.live and link.caught_up.is_set() for link in self.links) and any(
+                m.value is not None and "group" in m.value for m in msgs):
+            self._settle = asyncio.get_running_loop().create_task(self._settle_soon())
+
+    async def _settle_soon(self) -> None:
+        """Group posts pushed to a live link are put in their stored order within
+        SETTLE_DELAY (a one-shot link does it when it ends), so a `show` during a long live
+        session finds the order ready; never fatal: a show does the same work itself."""
+        await asyncio.sleep(self.SETTLE_DELAY)
+        with contextlib.suppress(FeedlogError):
+            await self.node.settle_groups()
 
     def store_changed(self, seqs: dict[FeedId, int]) -> None:
         """Another process wrote to this node's store (``feedlog publish`` while ``serve``

@@ -157,3 +157,28 @@ async def test_slow_receiver_is_not_taken_for_stalled(pair: tuple[Node, Node]) -
     assert res.added == 301 and await seq_of(b, a.id) == 301
     assert [r.error for r in await srv.ended()] == [None]
     srv.server.close()
+
+
+async def test_group_posts_pushed_live_are_ordered_while_the_link_stays_open(
+        pair: tuple[Node, Node]) -> None:
+    """B is live-connected to A; A's group posts reach B and are put in B's stored order
+    within about a second, with the connection still open (not only when it ends)."""
+    a, b = pair
+    await b.follow(a.id)
+    srv = await serve(a)
+    rb = Replicator(b)
+    task = asyncio.create_task(rb.connect(srv.address, live=True))
+    await asyncio.wait_for(_caught_up(rb), 10)
+    root = await a.create_group("live group")
+    post = await a.post_to_group(root.id, "first")
+    await wait_seq(b, a.id, post.seq, limit=5.0)
+    for _ in range(50):
+        if not await b.store.unplaced_groups():
+            break
+        await asyncio.sleep(0.1)
+    assert await b.store.unplaced_groups() == []
+    assert not task.done()
+    view = await b.group_view(root.id)
+    assert view.order == (post.id,)
+    task.cancel()
+    srv.server.close()
