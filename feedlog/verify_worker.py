@@ -46,6 +46,8 @@ def check(tag: bytes, body: bytes, count: int) -> bytes:
     for i in range(count):
         (n,) = unpack(body, p + KEY_SIZE)
         start = p + KEY_SIZE + 4
+        if start + n > len(body):  # never pass libsodium a pointer past the request
+            raise ValueError("request item runs past the body")
         if n > size:
             size = n + 1024
             buf = ffi.new("unsigned char[]", size)

@@ -212,3 +212,5 @@ def test_the_worker_answers_no_for_an_item_without_the_tag() -> None:
     assert check(SIGN_TAG, bytes(body), 2) == b"\x00\x01"
     with pytest.raises(ValueError):
         check(SIGN_TAG, bytes(body) + b"\x00", 2)
+    with pytest.raises(ValueError):  # an item longer than what is left is refused, not read
+        check(SIGN_TAG, bytes(body)[:-1], 2)
