@@ -133,7 +133,7 @@ async def bench(n: int, rounds: int) -> None:
         q = statistics.quantiles(pub_ratios, n=4) if len(pub_ratios) > 1 else pub_ratios * 3
         print(f"publish: {n} messages in {spent:.1f} s ({n / spent:,.0f} msg/s; {total:.1f} s "
               f"with the raw rates); median batch rate {statistics.median(pub_rates):,.0f} "
-              f"msg/s; ratio to raw sign: {statistics.median(pub_ratios):.2f} (goal >= 0.5; "
+              f"msg/s; ratio to raw sign: {statistics.median(pub_ratios):.3f} (goal >= 0.5; "
               f"middle half of {len(pub_ratios)} batches {q[0]:.2f}-{q[2]:.2f})")
         raws = [m.raw for m in msgs]
         # A receiver does not hold the sender's 100k decoded messages: keep only the sample the
@@ -159,7 +159,7 @@ async def bench(n: int, rounds: int) -> None:
             rates.append(rate)
             ratios.append(rate / raw_rate)
         print(f"validate+store {n} (one core): median {statistics.median(rates):,.0f} msg/s; "
-              f"ratio to raw one-core verify: {statistics.median(ratios):.2f} (goal >= 0.8)")
+              f"ratio to raw one-core verify: {statistics.median(ratios):.3f} (goal >= 0.8)")
 
         # 3. the same with the verify worker processes on every core (what sync and import use)
         ratios, rates = [], []
@@ -180,7 +180,7 @@ async def bench(n: int, rounds: int) -> None:
             procs.close()
         print(f"validate+store {n} (all {os.cpu_count()} cores): median "
               f"{statistics.median(rates):,.0f} msg/s; ratio to raw all-cores verify: "
-              f"{statistics.median(ratios):.2f} (sync/import goal >= 0.75)")
+              f"{statistics.median(ratios):.3f} (sync/import goal >= 0.75)")
         await node.close()
 
 

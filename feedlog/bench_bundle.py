@@ -86,10 +86,10 @@ async def run(args: argparse.Namespace) -> None:
             mains.append((me1 - me0) / count)
             workers.append((kids1 - kids0) / count)
             print(f"  round {r + 1}: {count} messages in {dt:.2f} s; raw all-cores verify "
-                  f"{raw:,.0f}/s (before and after); ratio {ratios[-1]:.2f}")
+                  f"{raw:,.0f}/s (before and after); ratio {ratios[-1]:.3f}")
         print(f"import {count} from a stick folder into a fresh node: median "
               f"{statistics.median(rates):,.0f} msg/s; ratio to raw all-cores verify: "
-              f"{statistics.median(ratios):.2f} (goal >= 0.75)")
+              f"{statistics.median(ratios):.3f} (goal >= 0.75)")
         # What the wall-time ratio would be if every core did only this work: a check on it
         # when other load on the machine distorts it (e.g. favours 3 processes over 2 threads).
         main, work, rv = (statistics.median(x) * 1e6 for x in (mains, workers, raws))

@@ -115,12 +115,12 @@ async def initial_sync(n: int, rounds: int) -> None:
                 ratios.append(res.added / dt / raw)
                 print(f"  round {r + 1}: {res.added} messages in {dt:.2f} s, "
                       f"{res.bytes_in / 1e6:.1f} MB in; raw all-cores verify {raw:,.0f}/s "
-                      f"(before and after); ratio {ratios[-1]:.2f}")
+                      f"(before and after); ratio {ratios[-1]:.3f}")
         finally:
             server.stop()
     print(f"initial sync of {total} messages over {len(firsts)} feeds, loopback, real handshake: "
           f"median {statistics.median(rates):,.0f} msg/s; ratio to raw all-cores verify: "
-          f"{statistics.median(ratios):.2f} (goal >= 0.75)")
+          f"{statistics.median(ratios):.3f} (goal >= 0.75)")
 
 
 async def reconnect(feeds: int, held: bool = False) -> None:
