@@ -34,8 +34,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import NoReturn
 
-from nacl._sodium import ffi, lib  # type: ignore[import-not-found,unused-ignore]
-
+from feedlog.core.crypto import secretbox_open, secretbox_seal
 from feedlog.core.errors import LocalError, ProtocolError
 
 KEY_SIZE = 32
@@ -54,26 +53,6 @@ def nonce_add(nonce: bytes, amount: int) -> bytes:
     """``nonce + amount`` as a 24-byte big-endian counter, wrapping mod 2^192."""
     value = (int.from_bytes(nonce, "big") + amount) % _NONCE_MODULUS
     return value.to_bytes(NONCE_SIZE, "big")
-
-
-def _seal(message: bytes, nonce: bytes, key: bytes) -> bytes:
-    """libsodium's ``crypto_secretbox_easy``: tag (16) || ciphertext. Called directly rather
-    than through nacl.bindings, whose argument checks and copies cost as much as the
-    encryption of a 4 KiB body (key and nonce sizes are checked once, by the stream)."""
-    out = ffi.new("unsigned char[]", len(message) + TAG_SIZE)
-    lib.crypto_secretbox_easy(out, message, len(message), nonce, key)
-    return ffi.buffer(out)[:]  # type: ignore[no-any-return]
-
-
-def _unseal(box: bytes, nonce: bytes, key: bytes) -> bytes | None:
-    """``crypto_secretbox_open_easy``: the plaintext, or None when ``box`` does not
-    authenticate."""
-    if len(box) < TAG_SIZE:
-        return None
-    out = ffi.new("unsigned char[]", max(1, len(box) - TAG_SIZE))
-    if lib.crypto_secretbox_open_easy(out, box, len(box), nonce, key) != 0:
-        return None
-    return ffi.buffer(out, len(box) - TAG_SIZE)[:]  # type: ignore[no-any-return]
 
 
 def _check_params(key: bytes, nonce: bytes) -> tuple[bytes, bytes]:
@@ -110,13 +89,13 @@ class BoxStreamWriter:
         if self._closed:
             raise LocalError("the box-stream writer already said goodbye", code="box-closed")
         self._closed = True
-        return _seal(_GOODBYE_PLAIN, self._nonce, self._key)
+        return secretbox_seal(_GOODBYE_PLAIN, self._nonce, self._key)
 
     def _packet(self, body: bytes) -> bytes:
-        body_box = _seal(body, nonce_add(self._nonce, 1), self._key)
+        body_box = secretbox_seal(body, nonce_add(self._nonce, 1), self._key)
         tag, ciphertext = body_box[:TAG_SIZE], body_box[TAG_SIZE:]
         header_plain = len(body).to_bytes(2, "big") + tag
-        header = _seal(header_plain, self._nonce, self._key)
+        header = secretbox_seal(header_plain, self._nonce, self._key)
         self._nonce = nonce_add(self._nonce, 2)
         return header + ciphertext
 
@@ -214,7 +193,7 @@ class BoxStreamReader:
             self._pending += len(chunk)
 
     def _open(self, box: bytes, nonce: bytes, what: str) -> bytes:
-        plain = _unseal(box, nonce, self._key)
+        plain = secretbox_open(box, nonce, self._key)
         if plain is None:
             self._fail("box-auth-failed", f"packet {what} does not authenticate")
         return plain

@@ -125,6 +125,37 @@ def verify_raw(public: bytes, data: bytes, signature: bytes) -> bool:
     return True
 
 
+SECRETBOX_TAG_SIZE = 16
+
+
+def secretbox_seal(message: bytes, nonce: bytes, key: bytes) -> bytes:
+    """``crypto_secretbox_easy``: tag (16) || ciphertext. Called directly on the hot path of
+    box-stream: nacl.bindings' argument checks and copies cost as much as encrypting a 4 KiB
+    body (the caller checks key and nonce sizes once)."""
+    if _lib is None:
+        return nacl.bindings.crypto_secretbox(message, nonce, key)
+    out = _ffi.new("unsigned char[]", len(message) + SECRETBOX_TAG_SIZE)
+    _lib.crypto_secretbox_easy(out, message, len(message), nonce, key)
+    return _ffi.buffer(out)[:]  # type: ignore[no-any-return]
+
+
+def secretbox_open(box: bytes, nonce: bytes, key: bytes) -> bytes | None:
+    """``crypto_secretbox_open_easy``: the plaintext, or None when ``box`` does not
+    authenticate."""
+    if len(box) < SECRETBOX_TAG_SIZE:
+        return None
+    if _lib is None:
+        try:
+            return nacl.bindings.crypto_secretbox_open(box, nonce, key)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            return None
+    n = len(box) - SECRETBOX_TAG_SIZE
+    out = _ffi.new("unsigned char[]", max(1, n))
+    if _lib.crypto_secretbox_open_easy(out, box, len(box), nonce, key) != 0:
+        return None
+    return _ffi.buffer(out, n)[:]  # type: ignore[no-any-return]
+
+
 def curve25519_public(ed25519_public: bytes) -> bytes:
     """The X25519 public key of an Ed25519 public key (raises on an invalid point)."""
     return nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(ed25519_public)
