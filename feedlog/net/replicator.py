@@ -511,10 +511,10 @@ class Replicator:
         types = {m.value.get("type") for m in msgs if m.value is not None}
         if any(t in CONTACT_TYPES for t in types):
             self._schedule_recompute()
-        if "post" in types and (self._settle is None or self._settle.done()) and any(
-                link.live and link.caught_up.is_set() for link in self.links) and any(
-                m.value is not None and "group" in m.value for m in msgs):
-            self._settle = asyncio.get_running_loop().create_task(self._settle_soon())
+        if "post" in types and (self._settle is None or self._settle.done()):
+            live = any(link.live and link.caught_up.is_set() for link in self.links)
+            if live and any(m.value is not None and "group" in m.value for m in msgs):
+                self._settle = asyncio.get_running_loop().create_task(self._settle_soon())
 
     async def _settle_soon(self) -> None:
         """Group posts pushed to a live link are put in their stored order within
@@ -662,8 +662,7 @@ def _heads_of(msgs: Sequence[Message]) -> tuple[dict[FeedId, int], dict[FeedId, 
 
 
 def _host(writer: asyncio.StreamWriter) -> str:
-    info = writer.get_extra_info("peername")
-    return str(info[0]) if isinstance(info, tuple) else "?"
+    return _peername(writer).rpartition(":")[0] or "?"
 
 
 def _busiest_hosts_oldest(pending: dict[asyncio.StreamWriter, str]) -> asyncio.StreamWriter:
