@@ -114,6 +114,11 @@ def invalid_summaries(good: bytes) -> list[dict[str, Any]]:
                   "bad-summary"))
     cases.append(("feed listed twice", encoding.encode({**value, "feeds": [feed, feed]}),
                   "bad-summary"))
+    cases.append(("segments descending",
+                  encoding.encode({**value, "segments": [[2, 10], [1, 10]]}), "bad-summary"))
+    low = [b"\x00" * 32, *feed[1:]]
+    cases.append(("feeds descending", encoding.encode({**value, "feeds": [feed, low]}),
+                  "bad-summary"))
     return [{"name": n, "hex": h.hex(), "code": c} for n, h, c in cases]
 
 

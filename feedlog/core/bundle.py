@@ -289,7 +289,7 @@ def encode_summary(s: Summary) -> bytes:
         for _, f in sorted(s.feeds.items())
     ]
     forks = [[k.author, k.seq, k.segment, k.offset, k.length]
-             for k in sorted(s.forks, key=lambda k: (k.author, k.seq, k.segment, k.offset))]
+             for k in sorted(s.forks, key=_fork_order)]
     return encoding.encode({
         "format": FORMAT,
         "version": VERSION,
@@ -340,26 +340,33 @@ def decode_summary(data: bytes) -> Summary:
     for item in _list(value["segments"]):
         n, size = _list(item, 2)
         num = _uint(n, MAX_SEGMENT_NUMBER)
-        if num == 0 or num in segments:
-            raise _bad("bad or repeated segment number")
+        if num <= next(reversed(segments), 0):  # above the last listed (and above 0)
+            raise _bad("segment numbers must be above 0 and ascending, each once")
         segments[num] = _uint(size, FILE_LIMIT)
     feeds: dict[FeedId, FeedSummary] = {}
     for item in _list(value["feeds"]):
         a, first, last, head, exts = _list(item, 5)
         author = FeedId(_id(a))
-        if author in feeds:
-            raise _bad("a feed is listed twice")
+        if feeds and author <= next(reversed(feeds)):  # the last listed
+            raise _bad("feeds must be in ascending author order, each once")
         f = FeedSummary(author, _uint(first), _uint(last), MsgId(_id(head)),
                         tuple(_extent(e) for e in _list(exts)))
         if not 1 <= f.first <= f.last:
             raise _bad("a feed's first..last is empty")
         feeds[author] = f
-    forks = []
+    forks: list[ForkEntry] = []
     for item in _list(value["forks"]):
         a, seq, seg, off, length = _list(item, 5)
-        forks.append(ForkEntry(FeedId(_id(a)), _uint(seq), _uint(seg, MAX_SEGMENT_NUMBER),
-                               _uint(off, FILE_LIMIT), _uint(length, FILE_LIMIT)))
+        k = ForkEntry(FeedId(_id(a)), _uint(seq), _uint(seg, MAX_SEGMENT_NUMBER),
+                      _uint(off, FILE_LIMIT), _uint(length, FILE_LIMIT))
+        if forks and _fork_order(k) <= _fork_order(forks[-1]):
+            raise _bad("forks must be in ascending (author, seq, segment, offset) order")
+        forks.append(k)
     return Summary(segments, feeds, tuple(forks))
+
+
+def _fork_order(k: ForkEntry) -> tuple[bytes, int, int, int]:
+    return k.author, k.seq, k.segment, k.offset
 
 
 def _extent(v: object) -> Extent:
