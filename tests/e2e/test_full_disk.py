@@ -88,11 +88,10 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Write a file until the filesystem is full; return it."""
     filler = directory / "filler"
-    with filler.open("wb") as f:
+    with filler.open("wb", buffering=0) as f:  # unbuffered: closing has nothing left to write
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     # Squeeze out the last blocks the buffered writes could not use.
