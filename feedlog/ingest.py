@@ -94,6 +94,12 @@ class _Plan:
     size: int = 0  # messages to verify
     nbytes: int = 0  # raw bytes handed to ``put`` for this plan (settled once committed)
 
+    async def checked(self) -> None:
+        """Wait until every signature check of this plan has an answer."""
+        for _, fut in self.checks:
+            if not isinstance(fut, list):
+                await asyncio.wait([fut])
+
 
 class Ingestor:
     """Validates and stores batches for one source (a peer session, a bundle, the author).
@@ -142,6 +148,7 @@ class Ingestor:
         """Raw bytes handed to ``put`` and not yet settled (stored, or counted as rejected or
         duplicate): what this source holds in the pipeline's memory."""
         self._settled = asyncio.Event()
+        self._room_limit = 1 << 62  # the ``limit`` of ``room``, once a source uses it
 
     async def _info(self, author: FeedId) -> FeedInfo | None:
         if author not in self._committed:
@@ -174,6 +181,7 @@ class Ingestor:
         """Wait until ``nbytes`` more fit under ``limit`` pending bytes (back-pressure by
         bytes; a batch always fits when nothing is pending, so one larger than ``limit`` still
         progresses). Returns at once when stage 2 has ended (``put`` then reports why)."""
+        self._room_limit = limit
         while self.pending_bytes > 0 and self.pending_bytes + nbytes > limit:
             if self._stage2 is None or self._stage2.done():
                 return
@@ -295,21 +303,38 @@ class Ingestor:
             # Plans already waiting are committed in the same transaction (fewer commits: a
             # commit rewrites every index page the batch touched). Only behind a plan without
             # conflicts, so a fork or an older message is still settled before any later plan.
+            # The signature checks are the slow stage: while those of the plans taken are
+            # awaited, stage 1 queues more, which join the same commit. So a commit waits only
+            # for checks already on their way, and a source that goes quiet is committed at
+            # once. Up to COMMIT_ROWS messages, and half the source's ``room`` limit, so the
+            # other half keeps the checks going while this commit is written.
             plans = [plan]
-            rows = plan.size
+            rows, nbytes = plan.size, plan.nbytes
             done = False
-            while not plan.conflicts and rows < self.COMMIT_ROWS and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    done = True
+            checked = 0
+            while True:
+                while (not plan.conflicts and rows < self.COMMIT_ROWS
+                       and 2 * nbytes < self._room_limit and not self._queue.empty()):
+                    nxt = self._queue.get_nowait()
+                    if nxt is None:
+                        done = True
+                        break
+                    plans.append(nxt)
+                    plan = nxt
+                    rows += plan.size
+                    nbytes += plan.nbytes
+                if (done or plan.conflicts or rows >= self.COMMIT_ROWS
+                        or 2 * nbytes >= self._room_limit):
                     break
-                plans.append(nxt)
-                plan = nxt
-                rows += plan.size
+                for p in plans[checked:]:
+                    await p.checked()
+                checked = len(plans)
+                if self._queue.empty():
+                    break
             try:
                 await self._commit(plans)
             finally:
-                self._settle(sum(p.nbytes for p in plans))
+                self._settle(nbytes)
             if done:
                 return
 

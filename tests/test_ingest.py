@@ -12,8 +12,11 @@ were planned before or after the refusal, depending on timing.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from feedlog.core import content
 from feedlog.core.crypto import Keypair
@@ -192,5 +195,63 @@ def test_messages_after_a_broken_link_are_refused_not_a_gap() -> None:
         assert rep.rejected == {"wrong-previous": 1, "feed-refused": 2}, rep.rejected
         info = await store.feed(FeedId(bob.public))
         assert info is not None and info.seq == 1 and info.forked_seq == 1
+
+    asyncio.run(main())
+
+
+class GatedExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Signature checks that wait until ``gate`` is set: the slow stage, held still."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.gate = threading.Event()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        def gated() -> Any:
+            assert self.gate.wait(10)
+            return fn(*args, **kwargs)
+        return super().submit(gated)
+
+
+async def committed_in(batches: list[list[bytes]], limit: int | None) -> list[int]:
+    """How many batches each store transaction held, when the first batch's checks are still
+    running while the others are put (through ``room`` with ``limit``, as a peer session)."""
+    store = CountingStore()
+    sizes: list[int] = []
+    original = store.append
+
+    async def append(msgs: Sequence[Message]) -> None:
+        sizes.append(len(msgs))
+        await original(msgs)
+
+    store.append = append  # type: ignore[method-assign]
+    with GatedExecutor() as pool:
+        ing = Ingestor(store, executor=pool)
+        await ing.put(batches[0])
+        await asyncio.sleep(0.05)  # stage 2 has taken the first plan and awaits its checks
+        for batch in batches[1:]:
+            if limit is not None:
+                await ing.room(sum(map(len, batch)), limit)
+            await ing.put(batch)
+        pool.gate.set()
+        report = await ing.finish()
+    assert report.added == sum(map(len, batches))
+    n = len(batches[0])
+    return [k // n for k in sizes]
+
+
+def test_plans_queued_while_a_commit_awaits_its_checks_join_it() -> None:
+    k = keypair("slow checks")
+    raws = [m.raw for m in chain(k, 50, "s")]
+    batches = [raws[i : i + 10] for i in range(0, 50, 10)]
+    total = sum(map(len, raws))
+
+    async def main() -> None:
+        # one transaction for all five: the four put while the first was being checked join
+        # it, rather than the first being committed alone
+        assert await committed_in(batches, None) == [5]
+        # a peer session's ``room`` limit: a commit takes at most half of it, the rest keeps
+        # the checks going (here 2.5 batches: the first three, then the last two)
+        assert await committed_in(batches, total) == [3, 2]
 
     asyncio.run(main())
