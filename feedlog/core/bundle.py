@@ -16,9 +16,11 @@ records, and one summary (``summary.cbr``). Invariants this module keeps:
 from __future__ import annotations
 
 import re
+import struct
 import zlib
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from feedlog.core import encoding
 from feedlog.core.errors import InvalidMessage, RemoteError
@@ -96,6 +98,9 @@ SEGMENT_MAX = 64 * 1024 * 1024  # what feedlog writes; readers accept any size b
 FILE_LIMIT = 2**32 - 1  # no file may reach 4 GiB (FAT32)
 
 
+_HEAD = struct.Struct(">BII")  # kind, length, crc: a record's header
+
+
 def _crc(kind: int, length: bytes, body: bytes) -> int:
     return zlib.crc32(body, zlib.crc32(bytes((kind,)) + length))
 
@@ -109,25 +114,21 @@ def encode_record(kind: int, body: bytes) -> bytes:
     return bytes((kind,)) + length + _crc(kind, length, body).to_bytes(4, "big") + body
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class Record:
+class Record(NamedTuple):
+    """One complete record read from a segment. A named tuple rather than a dataclass: one
+    is made per message read from a stick, and ``_new_record`` makes one in a third of the
+    time of a frozen dataclass."""
+
     offset: int  # of the record's first byte in its segment
     kind: int
     body: bytes
-
-    def __init__(self, offset: int, kind: int, body: bytes) -> None:
-        # frozen, but without the generated init's object.__setattr__ per field (one Record
-        # per message read from a stick; see Message.__init__)
-        _SET_OFFSET(self, offset)
-        _SET_KIND(self, kind)
-        _SET_BODY(self, body)
 
     @property
     def size(self) -> int:
         return HEADER_SIZE + len(self.body)
 
 
-_SET_OFFSET, _SET_KIND, _SET_BODY = (getattr(Record, f.name).__set__ for f in fields(Record))
+_new_record = tuple.__new__  # _new_record(Record, (offset, kind, body)): no Python-level __new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,19 +176,18 @@ def scan(buf: bytes, base: int = 0, *, final: bool = True) -> Scan:
     out = Scan()
     pos, n = 0, len(buf)
     bad_from: int | None = None
-    crc32, from_bytes, limits = zlib.crc32, int.from_bytes, MAX_BODY
+    crc32, head, limits, view = zlib.crc32, _HEAD.unpack_from, MAX_BODY, memoryview(buf)
     records = out.records
     while pos < n:
         # fast path: a complete, intact record (the common case)
         if n - pos >= HEADER_SIZE and bad_from is None:
-            limit = limits.get(buf[pos])
-            length = from_bytes(buf[pos + 1 : pos + 5], "big")
+            kind, length, want = head(buf, pos)
+            limit = limits.get(kind)
             end = pos + HEADER_SIZE + length
             if limit is not None and 1 <= length <= limit and end <= n:
-                body = buf[pos + HEADER_SIZE : end]
-                if crc32(body, crc32(buf[pos : pos + 5])) == from_bytes(buf[pos + 5 : pos + 9],
-                                                                        "big"):
-                    records.append(Record(base + pos, buf[pos], bytes(body)))
+                body = bytes(buf[pos + HEADER_SIZE : end])
+                if crc32(body, crc32(view[pos : pos + 5])) == want:
+                    records.append(_new_record(Record, (base + pos, kind, body)))
                     pos = end
                     continue
         hit = _record_at(buf, pos)
