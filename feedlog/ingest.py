@@ -312,26 +312,26 @@ class Ingestor:
             rows, nbytes = plan.size, plan.nbytes
             done = False
             checked = 0
-            while True:
-                while (not plan.conflicts and rows < self.COMMIT_ROWS
-                       and 2 * nbytes < self._room_limit and not self._queue.empty()):
-                    nxt = self._queue.get_nowait()
-                    if nxt is None:
-                        done = True
+            try:  # whatever happens (a failed commit, a cancelled finish), settle what was taken
+                while True:
+                    while (not plan.conflicts and rows < self.COMMIT_ROWS
+                           and 2 * nbytes < self._room_limit and not self._queue.empty()):
+                        nxt = self._queue.get_nowait()
+                        if nxt is None:
+                            done = True
+                            break
+                        plans.append(nxt)
+                        plan = nxt
+                        rows += plan.size
+                        nbytes += plan.nbytes
+                    if (done or plan.conflicts or rows >= self.COMMIT_ROWS
+                            or 2 * nbytes >= self._room_limit):
                         break
-                    plans.append(nxt)
-                    plan = nxt
-                    rows += plan.size
-                    nbytes += plan.nbytes
-                if (done or plan.conflicts or rows >= self.COMMIT_ROWS
-                        or 2 * nbytes >= self._room_limit):
-                    break
-                for p in plans[checked:]:
-                    await p.checked()
-                checked = len(plans)
-                if self._queue.empty():
-                    break
-            try:
+                    for p in plans[checked:]:
+                        await p.checked()
+                    checked = len(plans)
+                    if self._queue.empty():
+                        break
                 await self._commit(plans)
             finally:
                 self._settle(nbytes)

@@ -249,9 +249,9 @@ def test_plans_queued_while_a_commit_awaits_its_checks_join_it() -> None:
     async def main() -> None:
         # one transaction for all five: the four put while the first was being checked join
         # it, rather than the first being committed alone
-        assert await committed_in(batches, None) == [5]
+        assert await asyncio.wait_for(committed_in(batches, None), 30) == [5]
         # a peer session's ``room`` limit: a commit takes at most half of it, the rest keeps
         # the checks going (here 2.5 batches: the first three, then the last two)
-        assert await committed_in(batches, total) == [3, 2]
+        assert await asyncio.wait_for(committed_in(batches, total), 30) == [3, 2]
 
     asyncio.run(main())
