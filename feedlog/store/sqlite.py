@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import sqlite3
@@ -50,6 +51,8 @@ from feedlog.store.groups import (
     unpack_ref,
     unpack_refs,
 )
+
+log = logging.getLogger("feedlog.store")
 
 APPLICATION_ID = 0x46444C47  # "FDLG"
 SCHEMA_VERSION = 2  # 2: messages are found by an integer prefix of their id (see id_prefix)
@@ -405,14 +408,14 @@ class SqliteStore:
             raise StoreError(
                 f"{self.path} has schema {version}; this feedlog knows up to {SCHEMA_VERSION}: "
                 "upgrade feedlog", code="store-too-new")
-        elif version == 1:
-            await self._migrate_from_1()
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = FULL")
         # the id index takes random keys: a large cache keeps more of it in memory. This is
         # also what bounds the store's memory (the cache fills up and then stays that size).
         await db.execute(f"PRAGMA cache_size = -{max(1, self.cache_bytes // 1024)}")
         await db.execute("PRAGMA foreign_keys = ON")
+        if version == 1:
+            await self._migrate_from_1()
         if _FEATURE_TABLES:
             await db.execute("BEGIN IMMEDIATE")
             for stmt in _FEATURE_TABLES:
@@ -425,7 +428,10 @@ class SqliteStore:
         """Schema 1 -> 2 in one transaction: the messages table is rebuilt with ``idp`` and
         without ``UNIQUE (id)`` (SQLite cannot drop a table constraint in place), rows and
         their rx kept. Interrupted or out of disk space, it rolls back: the store is left at
-        schema 1, and is migrated at the next open."""
+        schema 1, and is migrated at the next open. The copy needs about as much free space
+        as the messages take; the old table's pages are then reused by later appends. An
+        older feedlog refuses the migrated store (``store-too-new``)."""
+        log.info("migrating %s from store schema 1 to 2", self.path)
         db = self._db
         await db.create_function("feedlog_id_prefix", 1, id_prefix, deterministic=True)
         await db.execute("BEGIN IMMEDIATE")
@@ -819,7 +825,15 @@ class SqliteStore:
 
     async def integrity_check(self) -> list[str]:
         rows = await self._rows("PRAGMA integrity_check")
-        return [str(r[0]) for r in rows if r[0] != "ok"]
+        problems = [str(r[0]) for r in rows if r[0] != "ok"]
+        if self.version >= 2:  # a wrong idp would hide its message from lookups by id
+            await self._db.create_function("feedlog_id_prefix", 1, id_prefix,
+                                           deterministic=True)
+            wrong = await self._rows(
+                "SELECT count(*) FROM messages WHERE idp != feedlog_id_prefix(id)")
+            if wrong[0][0]:
+                problems.append(f"{wrong[0][0]} messages with an idp that is not their id's")
+        return problems
 
     async def peer_notes(self, peer: FeedId, direction: str) -> NoteTable:
         rows = await self._rows(

@@ -55,11 +55,14 @@ def feed_with_group(n: int) -> list[Message]:
 
 
 def downgrade_to_1(path: Path) -> None:
+    """Schema 1's messages table, with gaps in rx (as messages of a feed refused later leave)
+    so that a migration renumbering the rows would show."""
     c = sqlite3.connect(path, isolation_level=None)
     c.execute("BEGIN")
     c.execute(SCHEMA_1_MESSAGES.replace("TABLE messages", "TABLE messages_v1"))
     c.execute("INSERT INTO messages_v1 (rx, author, seq, id, timestamp, type, raw) "
-              "SELECT rx, author, seq, id, timestamp, type, raw FROM messages")
+              "SELECT 3 * rx, author, seq, id, timestamp, type, raw FROM messages")
+    c.execute("UPDATE group_posts SET rx = 3 * rx")
     c.execute("DROP TABLE messages")
     c.execute("ALTER TABLE messages_v1 RENAME TO messages")
     c.execute("PRAGMA user_version = 1")
@@ -107,20 +110,30 @@ async def test_a_schema_1_store_is_migrated_when_opened(tmp_path: Path) -> None:
     more = feed_with_group(90)[61:]  # the same feed, continued
     await s.append(more)
     assert await s.get(more[-1].id) == more[-1].raw
+    assert await s.integrity_check() == []
     await s.close()
 
     after = inspect(path)
     assert after["version"] == 2 and after["integrity"] == "ok"
     assert after["rows"][: len(msgs)] == before["rows"]  # same rx, same bytes
+    assert before["rows"][1][0] == 6  # the gaps were there to keep
     assert after["posts"][: len(before["posts"])] == before["posts"]
-    # no unique index on id any more, one on idp instead
+    assert len(after["posts"]) > len(before["posts"])
+    # no unique index on id any more, one on idp instead, which lookups by id use
     c = sqlite3.connect(path)
     cols = {name: [r[2] for r in c.execute(f"PRAGMA index_info('{name}')")]
             for name in after["indexes"]}
     idps = dict(c.execute("SELECT id, idp FROM messages"))
+    plan = " ".join(str(r) for r in c.execute(
+        "EXPLAIN QUERY PLAN SELECT raw FROM messages WHERE idp = ? AND id = ?", (1, b"")))
+    # every group post, old or appended after the migration, has its message's rx
+    mismatched = c.execute("SELECT count(*) FROM group_posts g LEFT JOIN messages m "
+                           "ON m.id = g.id WHERE m.rx IS NOT g.rx").fetchone()[0]
     c.close()
     assert ["id"] not in cols.values() and ["idp"] in cols.values()
     assert all(idp == id_prefix(i) for i, idp in idps.items())
+    assert "messages_by_idp" in plan
+    assert mismatched == 0
     # opening again changes nothing
     s = await SqliteStore.open(path)
     await s.close()
@@ -160,3 +173,15 @@ async def test_a_schema_1_store_opened_read_only_is_read_as_it_is(tmp_path: Path
     assert [await s.get(m.id) for m in msgs] == [m.raw for m in msgs]
     await s.close()
     assert inspect(path) == before
+
+
+async def test_a_wrong_idp_is_reported_by_the_integrity_check(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    msgs = feed_with_group(5)
+    s = await SqliteStore.open(path)
+    await s.append(msgs)
+    assert await s.integrity_check() == []
+    await s._db.execute("UPDATE messages SET idp = idp + 1 WHERE seq = 3")
+    assert await s.get(msgs[2].id) is None  # what a wrong idp does: the message is not found
+    assert await s.integrity_check() == ["1 messages with an idp that is not their id's"]
+    await s.close()
