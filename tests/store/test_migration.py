@@ -86,7 +86,10 @@ def inspect(path: Path) -> dict[str, Any]:
     return out
 
 
-async def make_v1(path: Path, msgs: list[Message]) -> dict[str, Any]:
+async def make_v1(tmp_path: Path, n: int) -> tuple[Path, list[Message], dict[str, Any]]:
+    """A schema-1 store holding a feed of ``n + 1`` messages with a group; what it holds."""
+    path = tmp_path / "db.sqlite3"
+    msgs = feed_with_group(n)
     s = await SqliteStore.open(path)
     await s.append(msgs)
     await s.close()
@@ -94,13 +97,11 @@ async def make_v1(path: Path, msgs: list[Message]) -> dict[str, Any]:
     before = inspect(path)
     assert before["version"] == 1 and "idp" not in before["columns"]
     assert len(before["rows"]) == len(msgs) and before["posts"]
-    return before
+    return path, msgs, before
 
 
 async def test_a_schema_1_store_is_migrated_when_opened(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    msgs = feed_with_group(60)
-    before = await make_v1(path, msgs)
+    path, msgs, before = await make_v1(tmp_path, 60)
 
     s = await SqliteStore.open(path)
     assert s.version == 2
@@ -142,9 +143,7 @@ async def test_a_schema_1_store_is_migrated_when_opened(tmp_path: Path) -> None:
 
 async def test_a_migration_that_runs_out_of_space_leaves_schema_1_intact(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "db.sqlite3"
-    msgs = feed_with_group(300)
-    before = await make_v1(path, msgs)
+    path, msgs, before = await make_v1(tmp_path, 300)
     original = SqliteStore._migrate_from_1
 
     async def on_a_full_disk(self: SqliteStore) -> None:
@@ -165,9 +164,7 @@ async def test_a_migration_that_runs_out_of_space_leaves_schema_1_intact(
 
 
 async def test_a_schema_1_store_opened_read_only_is_read_as_it_is(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    msgs = feed_with_group(10)
-    before = await make_v1(path, msgs)
+    path, msgs, before = await make_v1(tmp_path, 10)
     s = await SqliteStore._open_immutable(path)
     assert s.version == 1
     assert [await s.get(m.id) for m in msgs] == [m.raw for m in msgs]
