@@ -429,8 +429,9 @@ class SqliteStore:
         without ``UNIQUE (id)`` (SQLite cannot drop a table constraint in place), rows and
         their rx kept. Interrupted or out of disk space, it rolls back: the store is left at
         schema 1, and is migrated at the next open. The copy needs about as much free space
-        as the messages take; the old table's pages are then reused by later appends. An
-        older feedlog refuses the migrated store (``store-too-new``)."""
+        as the messages take, and so does compacting the file afterwards (VACUUM; when that
+        fails, the freed pages are reused by later appends). An older feedlog refuses the
+        migrated store (``store-too-new``)."""
         log.info("migrating %s from store schema 1 to 2", self.path)
         db = self._db
         await db.create_function("feedlog_id_prefix", 1, id_prefix, deterministic=True)
@@ -450,6 +451,12 @@ class SqliteStore:
             if db.in_transaction:
                 await db.execute("ROLLBACK")
             raise
+        # The old table's pages are free now, which leaves the file about twice the size of
+        # its data; give them back (best effort: it needs as much free space once more).
+        try:
+            await db.execute("VACUUM")
+        except sqlite3.Error as exc:
+            log.warning("%s: migrated, but could not compact it (%s)", self.path, exc)
 
     async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         async with self._db.execute(sql, params) as cur:
