@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from feedlog.bench import feedlog_command, raw_verify_rate_all_cores
+from feedlog.bench import cpu_seconds, feedlog_command, process_cpu, raw_verify_all_cores
 from feedlog.core import content
 from feedlog.core.crypto import Keypair
 from feedlog.core.message import FeedState, Message, create
@@ -99,20 +99,32 @@ async def initial_sync(n: int, rounds: int) -> None:
         server = Server(Path(tmp) / "a")
         try:
             ratios, rates = [], []
+            cpu: list[tuple[float, float, float | None, float]] = []
             for r in range(rounds):
-                before = raw_verify_rate_all_cores(sample)
+                before, busy_before = raw_verify_all_cores(sample)
                 b = await _receiver(Path(tmp) / f"b{r}", firsts)
                 rep = Replicator(b)
+                sender0 = process_cpu(server.proc.pid)
+                me0, kids0 = cpu_seconds()
                 t = time.perf_counter()
                 res = await rep.connect(server.address)
                 dt = time.perf_counter() - t
+                me1, _ = cpu_seconds()
+                sender1 = process_cpu(server.proc.pid)
                 rep.close()
-                await b.close()
+                await b.close()  # reaps the verify workers, so their CPU time is counted
+                _, kids1 = cpu_seconds()
                 if not res.caught_up or res.added < total:
                     raise SystemExit(f"bench: sync ended with {res}")
-                raw = (before + raw_verify_rate_all_cores(sample)) / 2  # the load during it
+                after, busy_after = raw_verify_all_cores(sample)
+                raw = (before + after) / 2  # the load during it
                 rates.append(res.added / dt)
                 ratios.append(res.added / dt / raw)
+                n = res.added
+                cpu.append(((me1 - me0) / n, (kids1 - kids0) / n,
+                            None if sender0 is None or sender1 is None
+                            else (sender1 - sender0) / n,
+                            (busy_before + busy_after) / 2))
                 print(f"  round {r + 1}: {res.added} messages in {dt:.2f} s, "
                       f"{res.bytes_in / 1e6:.1f} MB in; raw all-cores verify {raw:,.0f}/s "
                       f"(before and after); ratio {ratios[-1]:.3f}")
@@ -121,6 +133,16 @@ async def initial_sync(n: int, rounds: int) -> None:
     print(f"initial sync of {total} messages over {len(firsts)} feeds, loopback, real handshake: "
           f"median {statistics.median(rates):,.0f} msg/s; ratio to raw all-cores verify: "
           f"{statistics.median(ratios):.3f} (goal >= 0.75)")
+    # Where the CPU goes, and the ratio it allows when every core does only this work (sender
+    # and receiver share the machine here): a check on the wall-time ratio, which the
+    # machine's other load moves from round to round.
+    main, work, busy = (statistics.median(c[i] or 0.0 for c in cpu) * 1e6 for i in (0, 1, 3))
+    senders = [c[2] for c in cpu if c[2] is not None]
+    send = statistics.median(senders) * 1e6 if senders else 0.0
+    print(f"sync CPU per message: receiver main process {main:.1f} us, its verify workers "
+          f"{work:.1f} us, sender {send:.1f} us" + ("" if senders else " (not measurable here)")
+          + f"; a raw check {busy:.1f} us with every core verifying, so CPU-bound ratio "
+          f"{busy / (main + work + send):.2f}")
 
 
 async def reconnect(feeds: int, held: bool = False) -> None:
