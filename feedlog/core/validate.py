@@ -206,20 +206,55 @@ def _parse_fast(raw: bytes) -> Message | None:
     if content is not None:
         if len(content) != size or sha256(CONTENT_TAG + content).digest() != digest:
             return None
-        try:
-            value, stop = encoding.parse_canonical(content)
-        except encoding.NotProven:
-            stop = -1
-        if stop != len(content) or type(value) is not dict:
-            value = check_content(content)  # the reference path and its error codes
-        else:
-            t = value.get("type")
-            if type(t) is not str or not TYPE_PATTERN.match(t):
-                value = check_content(content)
+        value = _post(content)
+        if value is None:
+            try:
+                value, stop = encoding.parse_canonical(content)
+            except encoding.NotProven:
+                stop = -1
+            if stop != len(content) or type(value) is not dict:
+                value = check_content(content)  # the reference path and its error codes
+            else:
+                t = value.get("type")
+                if type(t) is not str or not TYPE_PATTERN.match(t):
+                    value = check_content(content)
     return Message(raw, MsgId(sha256(ID_TAG + header).digest()), header, signature,
                    FeedId(author), seq,
                    None if previous is None else MsgId(previous), timestamp, size, digest,
                    content, value)
+
+
+_POST_HEAD = b"\xa2\x64text"  # map(2), "text": the canonical start of a plain post
+_POST_TAIL = b"\x64type\x64post"  # "type": "post" ("text" sorts first): its end
+
+
+def _post(c: bytes) -> dict[str, str] | None:
+    """The value of the commonest content, a plain post ``{"type": "post", "text": T}``, when
+    ``c`` is exactly its canonical encoding; None for anything else (valid or not), which then
+    takes the general path. A text of up to 65535 bytes in its shortest head, strict UTF-8, and
+    nothing before or after: one encoding per value, so only canonical input is accepted."""
+    if not (c.startswith(_POST_HEAD) and c.endswith(_POST_TAIL)):  # so len(c) >= 10
+        return None
+    b = c[6]
+    if 0x60 <= b < 0x78:
+        n, start = b - 0x60, 7
+    elif b == 0x78:
+        n, start = c[7], 8
+        if n < 24:
+            return None
+    elif b == 0x79:
+        n, start = (c[7] << 8) | c[8], 9
+        if n < 0x100:
+            return None
+    else:
+        return None
+    end = len(c) - len(_POST_TAIL)
+    if start + n != end:
+        return None
+    try:
+        return {"text": c[start:end].decode("utf-8"), "type": "post"}
+    except UnicodeDecodeError:
+        return None
 
 
 def decode_message_reference(raw: bytes) -> Message:

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedlog.core import encoding
+from feedlog.core.content import check_content
 from feedlog.core.crypto import sha256, verify, verify_many
 from feedlog.core.errors import InvalidMessage
 from feedlog.core.ids import FeedId, MsgId
@@ -30,7 +31,7 @@ from feedlog.core.message import (
     encode_header,
     encode_message,
 )
-from feedlog.core.validate import _parse_fast, decode_message, decode_message_reference
+from feedlog.core.validate import _parse_fast, _post, decode_message, decode_message_reference
 from tests.conftest import keypair
 
 values: st.SearchStrategy[Any] = st.recursive(
@@ -348,3 +349,63 @@ def test_message_stays_frozen_with_its_own_init() -> None:
     assert dataclasses.replace(m, seq=5).seq == 5
     assert [getattr(again, f.name) for f in dataclasses.fields(Message)] == [
         getattr(m, f.name) for f in dataclasses.fields(Message)]
+
+
+def post_outcome(c: bytes) -> tuple[Any, ...]:
+    """What the general content path says of ``c`` (the definition ``_post`` must match)."""
+    return outcome_value(check_content, c)
+
+
+def check_post(c: bytes) -> None:
+    fast = _post(c)
+    if fast is not None:  # never accepts what the general path refuses, or another value
+        assert ("ok", typed(fast)) == post_outcome(c)
+
+
+POST_TEXTS = ["", "a", "x" * 23, "x" * 24, "é" * 12, "x" * 255, "x" * 256, "ü" * 700,
+              "x" * 65535, "\u2028\U0001f600", "nul\x00byte"]
+
+
+@pytest.mark.parametrize("text", POST_TEXTS, ids=[f"{len(t)}-chars" for t in POST_TEXTS])
+def test_plain_posts_take_the_post_path(text: str) -> None:
+    c = encoding.encode({"type": "post", "text": text})
+    assert _post(c) == {"text": text, "type": "post"}
+    check_post(c)
+
+
+def test_post_path_declines_every_other_form() -> None:
+    text = "hello"
+    canonical = encoding.encode({"type": "post", "text": text})
+    head, tail = b"\xa2\x64text", b"\x64type\x64post"
+    others = [
+        head + b"\x78\x05hello" + tail,  # a wide head for a short text
+        head + b"\x79\x00\x05hello" + tail,
+        head + b"\x79\x00\x30" + b"x" * 48 + tail,  # 2-byte head below 256
+        head + b"\x7a\x00\x00\x00\x05hello" + tail,  # 4-byte head: never taken
+        head + b"\x7f\x65hello\xff" + tail,  # indefinite text
+        head + b"\x65hel\xfflo"[:6] + tail,  # invalid UTF-8
+        head + b"\x66\xed\xa0\x80abc" + tail,  # an encoded surrogate
+        head + b"\x45hello" + tail,  # bytes, not text
+        head + b"\x66hello" + tail,  # length says one byte more
+        head + b"\x64hello" + tail,  # one byte less
+        canonical + b"\x00",  # trailing byte
+        canonical[:-1],
+        b"\xa2\x64type\x64post\x64text\x65hello",  # keys out of order
+        b"\xa3" + canonical[1:] + b"\x61z\x00",  # a third key
+        canonical.replace(b"post", b"posT"),
+        canonical.replace(b"post", b"pots"),
+        b"\xbf" + canonical[1:] + b"\xff",  # indefinite map
+    ]
+    assert _post(canonical) is not None
+    for c in others:
+        assert _post(c) is None, c
+        check_post(c)
+
+
+@given(st.text(max_size=300), st.integers(0, 400), st.integers(0, 255), st.integers(1, 3))
+@settings(max_examples=600, deadline=None)
+def test_mutated_posts_agree(text: str, pos: int, byte: int, cut: int) -> None:
+    c = encoding.encode({"type": "post", "text": text})
+    check_post(c)
+    for m in mutations(c, pos, byte, cut):
+        check_post(m)
