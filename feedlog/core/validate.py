@@ -233,7 +233,7 @@ def _post(c: bytes) -> dict[str, str] | None:
     ``c`` is exactly its canonical encoding; None for anything else (valid or not), which then
     takes the general path. A text of up to 65535 bytes in its shortest head, strict UTF-8, and
     nothing before or after: one encoding per value, so only canonical input is accepted."""
-    if not (c.startswith(_POST_HEAD) and c.endswith(_POST_TAIL)):  # so len(c) >= 10
+    if not (c.startswith(_POST_HEAD) and c.endswith(_POST_TAIL)):  # so len(c) >= 16
         return None
     b = c[6]
     if 0x60 <= b < 0x78:

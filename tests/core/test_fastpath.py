@@ -363,7 +363,8 @@ def check_post(c: bytes) -> None:
 
 
 POST_TEXTS = ["", "a", "x" * 23, "x" * 24, "é" * 12, "x" * 255, "x" * 256, "ü" * 700,
-              "x" * 65535, "\u2028\U0001f600", "nul\x00byte"]
+              "x" * 65535, "\u2028\U0001f600", "nul\x00byte", "\ufffe\ufeff",
+              "ends like the tail: dtypedpost"]
 
 
 @pytest.mark.parametrize("text", POST_TEXTS, ids=[f"{len(t)}-chars" for t in POST_TEXTS])
@@ -391,7 +392,8 @@ def test_post_path_declines_every_other_form() -> None:
         canonical + b"\x00",  # trailing byte
         canonical[:-1],
         b"\xa2\x64type\x64post\x64text\x65hello",  # keys out of order
-        b"\xa3" + canonical[1:] + b"\x61z\x00",  # a third key
+        b"\xa3" + canonical[1:] + b"\x61z\x00",  # a third key (after the others: unsorted)
+        b"\xa3\x61a\x00" + canonical[1:],  # a third key, sorted first
         canonical.replace(b"post", b"posT"),
         canonical.replace(b"post", b"pots"),
         b"\xbf" + canonical[1:] + b"\xff",  # indefinite map
