@@ -94,15 +94,16 @@ def _uint(d: bytes, p: int) -> tuple[int, int]:
     return -1, p
 
 
-def _bstr_head(d: bytes, p: int) -> tuple[int, int]:
-    """A byte string head in its shortest form at ``d[p]``: (length, start); (-1, p) otherwise."""
-    b = d[p]
-    if 0x40 <= b < 0x58:
-        return b - 0x40, p + 1
-    if b == 0x58:
+def _bstr_head(d: bytes, p: int, base: int = 0x40) -> tuple[int, int]:
+    """A byte string head (``base`` 0x40; 0x60 for a text string) of a length below 65536, in
+    its shortest form at ``d[p]``: (length, start); (-1, p) otherwise."""
+    b = d[p] - base
+    if 0 <= b < 24:
+        return b, p + 1
+    if b == 24:
         n = d[p + 1]
         return (n, p + 2) if n >= 24 else (-1, p)
-    if b == 0x59:
+    if b == 25:
         n = int.from_bytes(d[p + 1 : p + 3])
         return (n, p + 3) if n >= 0x100 else (-1, p)
     return -1, p
@@ -235,21 +236,9 @@ def _post(c: bytes) -> dict[str, str] | None:
     nothing before or after: one encoding per value, so only canonical input is accepted."""
     if not (c.startswith(_POST_HEAD) and c.endswith(_POST_TAIL)):  # so len(c) >= 16
         return None
-    b = c[6]
-    if 0x60 <= b < 0x78:
-        n, start = b - 0x60, 7
-    elif b == 0x78:
-        n, start = c[7], 8
-        if n < 24:
-            return None
-    elif b == 0x79:
-        n, start = (c[7] << 8) | c[8], 9
-        if n < 0x100:
-            return None
-    else:
-        return None
+    n, start = _bstr_head(c, 6, 0x60)  # the text's head, right after the key "text"
     end = len(c) - len(_POST_TAIL)
-    if start + n != end:
+    if n < 0 or start + n != end:
         return None
     try:
         return {"text": c[start:end].decode("utf-8"), "type": "post"}

@@ -287,12 +287,11 @@ class _Batch:
             self._lookup(new)
         moved = plan_append(heads.__getitem__, msgs)
         conn = self.conn
-        from_bytes = int.from_bytes
         conn.executemany(
             "INSERT INTO messages (author, seq, id, idp, timestamp, type, raw) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(m.author, m.seq, m.id, from_bytes(m.id[:8], "big", signed=True), m.timestamp,
-              m.type, m.raw) for m in msgs])
+            [(m.author, m.seq, m.id, id_prefix(m.id), m.timestamp, m.type, m.raw)
+             for m in msgs])
         contacts, names = derived_rows(msgs)
         if contacts:
             conn.executemany(
@@ -372,6 +371,7 @@ class SqliteStore:
         try:
             conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
             store = cls(conn, path)
+            await store._add_functions()
             app = await store._scalar("PRAGMA application_id")
             version = await store._scalar("PRAGMA user_version")
         except sqlite3.Error as exc:
@@ -383,8 +383,14 @@ class SqliteStore:
         store.version = version
         return store
 
+    async def _add_functions(self) -> None:
+        """SQL functions of this connection: ``feedlog_id_prefix(id)`` is ``id_prefix`` (the
+        migration fills ``idp`` with it, ``integrity_check`` checks ``idp`` against it)."""
+        await self._db.create_function("feedlog_id_prefix", 1, id_prefix, deterministic=True)
+
     async def _setup(self) -> None:
         db = self._db
+        await self._add_functions()
         await db.execute("PRAGMA busy_timeout = 5000")
         app = await self._scalar("PRAGMA application_id")
         version = await self._scalar("PRAGMA user_version")
@@ -434,7 +440,6 @@ class SqliteStore:
         migrated store (``store-too-new``)."""
         log.info("migrating %s from store schema 1 to 2", self.path)
         db = self._db
-        await db.create_function("feedlog_id_prefix", 1, id_prefix, deterministic=True)
         await db.execute("BEGIN IMMEDIATE")
         try:
             await db.execute(_MESSAGES_TABLE.format(name="messages_v2"))
@@ -834,8 +839,6 @@ class SqliteStore:
         rows = await self._rows("PRAGMA integrity_check")
         problems = [str(r[0]) for r in rows if r[0] != "ok"]
         if self.version >= 2:  # a wrong idp would hide its message from lookups by id
-            await self._db.create_function("feedlog_id_prefix", 1, id_prefix,
-                                           deterministic=True)
             wrong = await self._rows(
                 "SELECT count(*) FROM messages WHERE idp != feedlog_id_prefix(id)")
             if wrong[0][0]:
