@@ -303,13 +303,17 @@ def _parse_item(d: bytes, p: int, depth: int) -> tuple[Value, int]:
         raise _NotProven  # reserved or indefinite length
     if major == 0:
         return n, p
+    if major == 1:
+        return -1 - n, p
+    # every byte and every item takes at least one byte (and compiled, a slice or a range
+    # bound must fit in 64 bits)
+    if n > len(d) - p:
+        raise _NotProven
     if major == 3:
         return d[p : p + n].decode("utf-8"), p + n
     if major == 2:
         return d[p : p + n], p + n
-    if major == 1:
-        return -1 - n, p
-    if depth >= FAST_MAX_DEPTH or n > len(d) - p:  # every item takes at least one byte
+    if depth >= FAST_MAX_DEPTH:
         raise _NotProven
     if major == 4:
         items = []
@@ -342,10 +346,10 @@ def _parse_item(d: bytes, p: int, depth: int) -> tuple[Value, int]:
                 out[key] = d[p + 1 : end].decode("utf-8")
                 p = end
             elif b == 0x78:  # a text value of 24 .. 255 bytes
-                n = d[p + 1]
-                if n < 24:
+                size = d[p + 1]  # (not ``n``: compiled, range(n) above would see it change)
+                if size < 24:
                     raise _NotProven
-                end = p + 2 + n
+                end = p + 2 + size
                 out[key] = d[p + 2 : end].decode("utf-8")
                 p = end
             elif b < 24:  # a small uint

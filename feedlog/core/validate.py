@@ -203,7 +203,9 @@ def _parse_fast(raw: bytes) -> Message | None:
     if p + 34 != len(h):
         return None
 
-    value = None
+    # Any value: the general parser's result is checked below. (Declared: compiled
+    # (feedlog/native.py), a variable typed by its first value checks every later one.)
+    value: encoding.Value = None
     if content is not None:
         if len(content) != size or sha256(CONTENT_TAG + content).digest() != digest:
             return None
