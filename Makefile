@@ -9,7 +9,11 @@ SOAK_TRIALS ?= 2000
 
 .PHONY: demo test check lint typecheck bench vectors vectors-check clean fuzz soak
 
-$(STAMP): pyproject.toml
+# The compiled core (setup.py, feedlog/native.py): editing one of its modules rebuilds it.
+NATIVE_SRC := setup.py feedlog/native.py feedlog/core/validate.py feedlog/core/encoding.py \
+	feedlog/core/wire.py feedlog/core/boxstream.py feedlog/core/bundle.py
+
+$(STAMP): pyproject.toml $(NATIVE_SRC)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -18,11 +22,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m feedlog.demo
 
+# The whole suite on the compiled core, then the core's own tests on its Python source.
 test: $(STAMP) vectors-check
 	$(BIN)/python -m pytest
+	FEEDLOG_PURE=1 $(BIN)/python -m pytest -p no:cacheprovider tests/core tests/test_native.py \
+		tests/test_ingest.py tests/test_bundle.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check feedlog cli tests spec fuzz
+	$(BIN)/ruff check feedlog cli tests spec fuzz setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -61,4 +68,6 @@ soak: $(STAMP)
 		--timeout=0 -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .fuzz
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .fuzz build
+	find feedlog -name '*.so' -delete
+	rm -f feedlog_native__mypyc*

@@ -9,7 +9,11 @@
         await node.close()
 """
 
-from feedlog.core.errors import (
+from feedlog import native as _native
+
+_native.install_pure_finder()  # before anything imports the compiled core (FEEDLOG_PURE)
+
+from feedlog.core.errors import (  # noqa: E402
     FeedlogError,
     HandshakeError,
     InvalidMessage,
@@ -18,10 +22,10 @@ from feedlog.core.errors import (
     RemoteError,
     StoreError,
 )
-from feedlog.core.ids import feed_id_text, msg_id_text, parse_feed_id, parse_msg_id
-from feedlog.core.message import Message
-from feedlog.identity import default_home
-from feedlog.node import Node, VerifyReport
+from feedlog.core.ids import feed_id_text, msg_id_text, parse_feed_id, parse_msg_id  # noqa: E402
+from feedlog.core.message import Message  # noqa: E402
+from feedlog.identity import default_home  # noqa: E402
+from feedlog.node import Node, VerifyReport  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -216,6 +216,9 @@ SECTIONS: dict[str, str] = {
 async def run_sections(args: argparse.Namespace) -> None:
     import importlib
 
+    from feedlog import native
+
+    print(native.summary())  # FEEDLOG_PURE=1 measures the Python source instead
     only = set(args.only.split(",")) if args.only else None
     if only is None or "feed" in only:
         await bench(args.messages, args.rounds)
