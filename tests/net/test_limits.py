@@ -56,7 +56,7 @@ async def test_per_peer_buffered_bytes_bounds_what_a_flood_makes_us_hold() -> No
     """The store is held shut while a peer writes 8 MiB of valid messages. With
     per_peer_buffered_bytes = 256 KiB the node keeps under 128 KiB of them in the verify/store
     pipeline and under 256 KiB + one frame + one socket read in all (spec/replication.md §10.2);
-    the defaults (4 MiB) would let it take in more than 1 MiB here."""
+    the defaults (8 MiB) would let it take in more than 1 MiB here."""
     budget = 256 * KiB
     w, server = await _world(max_buffered=budget)
     try:
