@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import hashlib
 import json
@@ -202,7 +203,16 @@ async def live_latency(samples: int = 20) -> None:
             await a.publish(f"ping {i}")
             lat.append(await asyncio.wait_for(arrived.get(), 5) - t)
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         server.close()
+        # A's side of the link ends once it sees B gone (it then settles group posts in A's
+        # store): only then may A's store close.
+        for _ in range(500):
+            if not ra.links:
+                break
+            await asyncio.sleep(0.01)
+        await server.wait_closed()
         await a.close()
         await b.close()
     print(f"live push A -> B: median {statistics.median(lat) * 1000:.1f} ms, max "
