@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
+from pathlib import Path
 from types import ModuleType
 
 # setup.py reads this tuple (by ast, without importing feedlog): keep it a literal.
@@ -57,6 +58,13 @@ def install_pure_finder() -> None:
     """With FEEDLOG_PURE set, make the compiled modules import from source (idempotent)."""
     if pure_requested() and not any(isinstance(f, _SourceFirst) for f in sys.meta_path):
         sys.meta_path.insert(0, _SourceFirst())
+
+
+def built(name: str) -> tuple[Path, list[Path]]:
+    """A module of COMPILED: its ``.py`` source, and the extensions built from it beside it."""
+    source = Path(__file__).resolve().parent.parent / (name.replace(".", "/") + ".py")
+    return source, sorted(p for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                          for p in source.parent.glob(source.stem + suffix))
 
 
 def is_compiled(module: ModuleType) -> bool:

@@ -17,8 +17,8 @@ def stale_compiled() -> list[str]:
     source: Python would import the stale extension instead of the edited code."""
     stale = []
     for name in native.COMPILED:
-        source = REPO / (name.replace(".", "/") + ".py")
-        for ext in source.parent.glob(source.stem + ".*.so"):
+        source, exts = native.built(name)
+        for ext in exts:
             if ext.stat().st_mtime < source.stat().st_mtime:
                 stale.append(f"{ext.relative_to(REPO)} (older than {source.name})")
     return stale

@@ -13,8 +13,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from hashlib import sha256
-from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -134,7 +132,7 @@ def _structured(rng: random.Random, sample: bytes) -> list[bytes]:
     for _ in range(600):
         content = cbor2.dumps(_value(rng), canonical=True)
         header = encode_header(m.author, m.seq, m.previous, m.timestamp, len(content),
-                               sha256(CONTENT_TAG + content).digest())
+                               hashlib.sha256(CONTENT_TAG + content).digest())
         out.append(encode_message(header, m.signature, content))
         out.append(cbor2.dumps([rng.randrange(8), *(_value(rng, 1)
                                                     for _ in range(rng.randrange(5)))]))
@@ -176,8 +174,7 @@ def test_pure_env_loads_the_source_and_nothing_else() -> None:
 
 def _built() -> dict[str, bool]:
     """Each compiled-core module -> whether an extension of it sits beside its source."""
-    return {name: any((REPO / name.replace(".", "/")).parent.glob(
-        name.rpartition(".")[2] + ".*.so")) for name in native.COMPILED}
+    return {name: bool(native.built(name)[1]) for name in native.COMPILED}
 
 
 def _compiler() -> str | None:
@@ -208,20 +205,24 @@ def test_the_makefile_rebuilds_when_any_compiled_source_changes() -> None:
     assert wanted | {"setup.py", "feedlog/native.py"} <= listed
 
 
-def test_a_stale_extension_stops_the_suite(tmp_path: Path) -> None:
+def test_a_stale_extension_stops_the_suite() -> None:
     """tests/conftest.py refuses to run on an extension older than its edited source."""
     from tests import conftest
 
-    name = native.COMPILED[0]
-    source = REPO / (name.replace(".", "/") + ".py")
-    exts = list(source.parent.glob(source.stem + ".*.so"))
+    source, exts = native.built(native.COMPILED[0])
     if not exts:  # nothing compiled in this tree: nothing can be stale
         assert conftest.stale_compiled() == []
         return
     st = exts[0].stat()
+    env = {k: v for k, v in os.environ.items() if k != native.PURE_ENV}
     try:
         os.utime(exts[0], (st.st_atime, source.stat().st_mtime - 10))
         assert any(exts[0].name in s for s in conftest.stale_compiled())
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+             "tests/test_native.py::test_pure_env_loads_the_source_and_nothing_else"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and "stale compiled modules" in run.stdout + run.stderr, run
     finally:
         os.utime(exts[0], (st.st_atime, st.st_mtime))
     assert conftest.stale_compiled() == []
