@@ -211,13 +211,14 @@ class Ingestor:
         checks: list[tuple[list[Message], asyncio.Future[list[bool]] | list[bool]]] = []
         pending: list[Message] = []  # signatures to check, submitted CHUNK at a time
         self._seen += len(raws)
-        pool = self.pool if self._seen >= self.POOL_MIN else None  # a few: not worth a process
+        processes = self._seen >= self.POOL_MIN  # a few: not worth a process
 
         def submit() -> None:
             chunk = pending[:]
             pending.clear()
-            if pool is not None:  # start at once: the workers verify while this loop decodes on
-                checks.append((chunk, pool.submit(*signature_items(chunk))))
+            if self.pool is not None:  # start at once: checks run while this loop decodes on
+                checks.append((chunk, self.pool.submit(*signature_items(chunk),
+                                                       processes=processes)))
             elif self.executor is None:
                 checks.append((chunk, _verify_chunk(chunk)))
             else:

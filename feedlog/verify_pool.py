@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from feedlog.core.crypto import KEY_SIZE, SIGNATURE_SIZE, verify_many
+from feedlog.core.errors import LocalError
 
 WORKER_SCRIPT = Path(__file__).with_name("verify_worker.py")
 _HEAD = struct.Struct("<II")
@@ -88,6 +89,7 @@ class VerifyPool:
         self.size = max(1, workers)
         self.fallback = fallback
         self.broken = False  # no (more) processes: everything goes to the fallback threads
+        self.closed = False
         self._workers: list[_Worker] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -95,8 +97,16 @@ class VerifyPool:
     def running(self) -> int:
         return len(self._workers)
 
-    def submit(self, tag: bytes, items: Items) -> asyncio.Future[list[bool]]:
+    def submit(self, tag: bytes, items: Items, *, processes: bool = True
+               ) -> asyncio.Future[list[bool]]:
+        """``processes=False``: on the fallback threads (a few checks are not worth starting a
+        process). After ``close`` a LocalError ``node-closed``: nothing is started again."""
+        if self.closed:
+            raise LocalError("signature checks were shut down (the node was closed)",
+                             code="node-closed")
         loop = asyncio.get_running_loop()
+        if not processes:
+            return loop.run_in_executor(self.fallback, verify_many, tag, items)
         if not self.broken and (self._loop is not loop or not self._workers):
             self._start(loop)
         if self.broken or not self._workers:
@@ -163,7 +173,8 @@ class VerifyPool:
             w.proc.wait()
 
     def close(self) -> None:
-        """End the workers (outstanding futures are cancelled)."""
+        """End the workers for good (outstanding futures are cancelled)."""
+        self.closed = True
         self._stop()
 
     # --- pipes -------------------------------------------------------------------------------

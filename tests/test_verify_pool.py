@@ -15,6 +15,7 @@ import pytest
 
 from feedlog import verify_pool
 from feedlog.core.crypto import verify_many
+from feedlog.core.errors import LocalError
 from feedlog.core.message import SIGN_TAG
 from feedlog.ingest import Ingestor
 from feedlog.store.memory import MemoryStore
@@ -201,6 +202,18 @@ async def test_a_node_ends_its_workers_on_close(tmp_path: Path) -> None:
     assert len(procs) == min(node.workers, os.cpu_count() or 1)
     await node.close()
     assert all(p.poll() is not None for p in procs)
+
+
+async def test_a_closed_pool_refuses_and_starts_nothing(threads: ThreadPoolExecutor) -> None:
+    pool = VerifyPool(2, threads)
+    assert await pool.submit(SIGN_TAG, items(600)) == verify_many(SIGN_TAG, items(600))
+    assert pool.running == 2
+    pool.close()
+    for processes in (True, False):
+        with pytest.raises(LocalError) as e:
+            pool.submit(SIGN_TAG, items(600), processes=processes)
+        assert e.value.code == "node-closed"
+    assert pool.running == 0
 
 
 def test_the_worker_answers_no_for_an_item_without_the_tag() -> None:

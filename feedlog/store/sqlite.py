@@ -221,6 +221,17 @@ def _store_error(exc: BaseException, path: Path) -> StoreError:
 _NEARLY_FULL = 1 << 20
 
 
+class _Closed:
+    """Stands in for the connection of a closed store: any use is a StoreError with a code,
+    not aiosqlite's ValueError (e.g. a link that ends after its node was closed)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def __getattr__(self, name: str) -> Any:
+        raise StoreError(f"{self._path} is closed", code="store-closed")
+
+
 def _free_bytes(path: Path) -> int:
     try:
         st = os.statvfs(path.parent)
@@ -476,7 +487,13 @@ class SqliteStore:
             raise _store_error(exc, self.path) from None
 
     async def close(self) -> None:
-        await self._db.close()
+        """Close the connection (again: nothing). Statements already started finish; any
+        use after raises StoreError ``store-closed``."""
+        db = self._db
+        if isinstance(db, _Closed):
+            return
+        self._db = cast(aiosqlite.Connection, _Closed(self.path))
+        await db.close()
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:

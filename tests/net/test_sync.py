@@ -96,6 +96,30 @@ async def test_live_push_reaches_a_connected_peer(pair: tuple[Node, Node]) -> No
     srv.server.close()
 
 
+async def test_a_node_closed_under_a_live_link_ends_it_with_a_code(
+        pair: tuple[Node, Node], tmp_path: Path) -> None:
+    """Closing a node before its links (a program that gets the order wrong) ends each link
+    with a code, not an exception from the closed store or verifier, and starts nothing
+    again; the peer serves on."""
+    a, b = pair
+    srv = await serve(a)
+    rb = Replicator(b)
+    task = asyncio.create_task(rb.connect(srv.address, live=True))
+    await asyncio.wait_for(_caught_up(rb), 10)
+    await b.close()
+    await a.publish_many([f"after {i}" for i in range(600)])  # enough for the worker processes
+    res = await asyncio.wait_for(task, 10)
+    assert res.error in ("node-closed", "store-closed"), res
+    assert b._pool.running == 0
+    rb.close()
+    c = await Node.init(tmp_path / "c")
+    await c.follow(a.id)
+    res_c = await Replicator(c).connect(srv.address)
+    assert res_c.error is None and res_c.added == await seq_of(a, a.id)
+    await c.close()
+    srv.server.close()
+
+
 async def _caught_up(rep: Replicator) -> None:
     while not rep.links or not all(link.caught_up.is_set() for link in rep.links):
         await asyncio.sleep(0.01)

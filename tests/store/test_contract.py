@@ -213,6 +213,24 @@ async def test_sqlite_persists_and_refuses_foreign_files(tmp_path: Path) -> None
     assert e.value.code == "store-too-new"
 
 
+async def test_sqlite_closed_store_refuses_with_a_code(tmp_path: Path) -> None:
+    k = keypair("closed")
+    s = await SqliteStore.open(tmp_path / "db.sqlite3")
+    await s.append(chain(k, 2))
+    await s.close()
+    await s.close()  # again: nothing
+    calls = [s.feed(FeedId(k.public)), s.append(chain(k, 1)), s.range(FeedId(k.public), 1, 2),
+             s.set_meta("k", "v"), s.group_summaries(FeedId(k.public))]
+    for call in calls:
+        with pytest.raises(StoreError) as e:
+            await call
+        assert e.value.code == "store-closed"
+    s = await SqliteStore.open(tmp_path / "db.sqlite3")  # what was stored is there
+    info = await s.feed(FeedId(k.public))
+    assert info is not None and info.seq == 2
+    await s.close()
+
+
 async def test_sqlite_full_disk_keeps_store_intact(tmp_path: Path) -> None:
     k = keypair("full")
     p = tmp_path / "db.sqlite3"
