@@ -106,6 +106,8 @@ class Ingestor:
 
     ``allowed`` filters feeds (feeds we do not replicate are rejected ``not-wanted``).
     ``on_append`` is called after each committed batch with the appended messages (live push).
+    ``on_commit`` is called after each batch stage 2 settled, whatever it added or rejected: a
+    peer session reacts to a bad signature found there at once, not at the peer's next frame.
     """
 
     # Signatures per verify job. 512 rather than 256: a sync's MSGS frame brings about 570
@@ -126,6 +128,7 @@ class Ingestor:
         executor: Executor | None = None,
         allowed: Callable[[FeedId], bool] | None = None,
         on_append: Callable[[Sequence[Message]], None] | None = None,
+        on_commit: Callable[[], None] | None = None,
         cache: dict[FeedId, FeedInfo | None] | None = None,
         pool: VerifyPool | None = None,
     ) -> None:
@@ -135,6 +138,7 @@ class Ingestor:
         self._seen = 0  # messages put so far
         self.allowed = allowed
         self.on_append = on_append
+        self.on_commit = on_commit
         self.report = IngestReport()
         self._committed: dict[FeedId, FeedInfo | None] = cache if cache is not None else {}
         self._optimistic: dict[FeedId, FeedState] = {}
@@ -334,6 +338,8 @@ class Ingestor:
                     if self._queue.empty():
                         break
                 await self._commit(plans)
+                if self.on_commit is not None:
+                    self.on_commit()
             finally:
                 self._settle(nbytes)
             if done:

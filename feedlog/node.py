@@ -391,9 +391,11 @@ class Node:
     def ingestor(self, *, only_wanted: Iterable[FeedId] | None = None,
                  allowed: Callable[[FeedId], bool] | None = None,
                  on_append: Callable[[Sequence[Message]], None] | None = None,
+                 on_commit: Callable[[], None] | None = None,
                  store: Store | None = None) -> Ingestor:
         """An ingest session (one per source). ``only_wanted`` (a set) or ``allowed`` (a
-        predicate) restricts accepted feeds; ``on_append`` sees each committed batch first.
+        predicate) restricts accepted feeds; ``on_append`` sees each committed batch first;
+        ``on_commit`` is told when each batch is settled (Ingestor).
         ``store`` replaces this node's store (e.g. a dry-run overlay): then nothing is
         announced to listeners and the shared head cache is not used."""
         if only_wanted is not None:
@@ -401,7 +403,7 @@ class Node:
             allowed = wanted.__contains__
         if store is not None:
             return Ingestor(store, executor=self._executor, allowed=allowed, on_append=on_append,
-                            pool=self._pool)
+                            on_commit=on_commit, pool=self._pool)
 
         def appended(msgs: Sequence[Message]) -> None:
             if on_append is not None:
@@ -409,7 +411,8 @@ class Node:
             self._on_append(msgs)
 
         return Ingestor(self.store, executor=self._executor, allowed=allowed,
-                        on_append=appended, cache=self._heads, pool=self._pool)
+                        on_append=appended, on_commit=on_commit, cache=self._heads,
+                        pool=self._pool)
 
     def forget_heads(self, feeds: Iterable[FeedId]) -> None:
         """Drop cached heads (and our own feed state) after another process wrote to the store."""

@@ -171,7 +171,10 @@ class Link:
                        recv_base=dict(self._saved["recv"]), live=self.live,
                        max_entries=self.rep.config.max_entries)
         self.session = s
-        self._ingestor = self.node.ingestor(allowed=s.accepts, on_append=self._committed)
+        # a rejection found when a batch is settled ends the link then (spec/replication.md
+        # §10.3), even if the peer sends nothing more
+        self._ingestor = self.node.ingestor(allowed=s.accepts, on_append=self._committed,
+                                            on_commit=self._check_report)
         self.rep.links.add(self)
         writer = asyncio.create_task(self._writer())
         try:

@@ -7,6 +7,7 @@ same node at the same time still completes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from feedlog.core.wire import (
     Hello,
     Msgs,
     Notes,
+    Ping,
     Synced,
     encode_frame,
     make_note,
@@ -159,6 +161,40 @@ async def test_forged_signature(world: World) -> None:
                       Done(5))
         frames, _ = await drain(ch)
         assert error_code(frames) == "bad-signature"
+
+    await both(hostile(), w)
+    assert (await w.finished()).error == "bad-signature"
+    assert await w.stored(w.hid) == [m.raw for m in msgs[:3]]
+
+
+async def test_forged_signature_with_only_pings_after_it(world: World) -> None:
+    """A bad signature is found when its batch is settled, after the frame was read: the link
+    ends then, not at the peer's next frame. This peer sends only pings after it, which keep a
+    link that waits for frames alive for ever, and stay under the stall timeout."""
+    w = world
+    msgs = chain(w.hostile, 4)
+    bad = bytearray(msgs[3].raw)
+    bad[bad.index(msgs[3].signature) + 7] ^= 0x01
+    loop = asyncio.get_running_loop()
+
+    async def pings(ch: Channel) -> None:
+        with contextlib.suppress(FeedlogError):
+            while True:
+                await asyncio.sleep(0.2)
+                await ch.send(Ping())
+
+    async def hostile() -> None:
+        ch = await connect(w)
+        await opening(ch, w, 4)
+        await ch.send(Msgs(tuple([m.raw for m in msgs[:3]] + [bytes(bad)])))
+        t0 = loop.time()
+        pinger = asyncio.create_task(pings(ch))
+        try:
+            frames, _ = await asyncio.wait_for(drain(ch), 10)
+        finally:
+            pinger.cancel()
+        assert error_code(frames) == "bad-signature"
+        assert loop.time() - t0 < config().stall_timeout / 2
 
     await both(hostile(), w)
     assert (await w.finished()).error == "bad-signature"
