@@ -468,6 +468,7 @@ class Replicator:
         self.finished: list[SyncResult] = []
         self.on_link_end: Callable[[Link], None] | None = None
         self._recompute: asyncio.Task[None] | None = None
+        self._recompute_again = False  # something changed while a recompute was running
         self._settle: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         # server connections still in the handshake, oldest first, with the host each came
@@ -551,11 +552,21 @@ class Replicator:
             await asyncio.shield(task)
 
     def _schedule_recompute(self) -> None:
-        if self._recompute is None or self._recompute.done():
-            self._recompute = asyncio.get_running_loop().create_task(self._push_entries())
+        if self._recompute is not None and not self._recompute.done():
+            # it may have read the store before this change: it runs once more when done
+            self._recompute_again = True
+            return
+        self._recompute = asyncio.get_running_loop().create_task(self._push_entries())
 
     async def _push_entries(self) -> None:
-        await asyncio.sleep(0)
+        while True:
+            self._recompute_again = False
+            await asyncio.sleep(0)
+            await self._push_entries_once()
+            if not self._recompute_again:
+                return
+
+    async def _push_entries_once(self) -> None:
         mine, _ = await self.entries()
         for link in list(self.links):
             s = link.session

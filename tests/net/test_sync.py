@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from feedlog.core.fork import make_fork_proof
 from feedlog.core.ids import FeedId
 from feedlog.core.message import Message
 from feedlog.net.replicator import NetConfig, Replicator, SyncResult
 from feedlog.net.transport import Address
 from feedlog.node import Node
+from feedlog.store.base import FeedInfo
+from tests.conftest import keypair
+from tests.net.test_hostile import chain
 
 
 async def seq_of(node: Node, feed: FeedId) -> int:
@@ -117,6 +121,44 @@ async def test_a_node_closed_under_a_live_link_ends_it_with_a_code(
     res_c = await Replicator(c).connect(srv.address)
     assert res_c.error is None and res_c.added == await seq_of(a, a.id)
     await c.close()
+    srv.server.close()
+
+
+async def test_a_fork_found_while_a_recompute_runs_still_reaches_live_peers(
+        pair: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change that comes while the replicated set is being recomputed (here: after that
+    recompute read the store) is pushed by one more recompute, not lost."""
+    a, b = pair
+    x = keypair("forking author")
+    xid = FeedId(x.public)
+    await a.follow(xid)
+    await b.follow(xid)
+    first = chain(x, 3)
+    await a.ingestor().ingest([m.raw for m in first])
+    srv = await serve(a)
+    rb = Replicator(b)
+    task = asyncio.create_task(rb.connect(srv.address, live=True))
+    await asyncio.wait_for(_caught_up(rb), 10)
+    await wait_seq(b, xid, 3)
+    stored_feeds = a.store.feeds
+
+    async def slow_feeds() -> list[FeedInfo]:
+        got = await stored_feeds()
+        await asyncio.sleep(0.3)
+        return got
+
+    monkeypatch.setattr(a.store, "feeds", slow_feeds)
+    await a.follow(FeedId(keypair("someone").public))  # a contact message: a recompute starts
+    await asyncio.sleep(0.1)  # it has read the store
+    await a.record_fork(make_fork_proof(first[2], chain(x, 1, first[1].state, "other")[0]))
+    srv.rep.fork_found(xid)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while (info := await b.feed_info(xid)) is None or info.forked_seq is None:
+        assert loop.time() - t0 < 5, "the fork never reached the live peer"
+        await asyncio.sleep(0.02)
+    assert not task.done()
+    task.cancel()
     srv.server.close()
 
 
