@@ -36,7 +36,8 @@ class Limits:
 
     max_frame_size: int = 256 * KiB
     """Largest replication frame accepted from a peer (spec/replication.md §5.1: a sender
-    never sends more than 256 KiB, so raising it only helps with other implementations)."""
+    may send up to 256 KiB and never more, so this can only be raised, which helps only with
+    other implementations)."""
     max_vector_entries: int = 65_536
     """Most feeds in one vector (the "what I have" note) a peer may send."""
     max_concurrent_peers: int = 64
@@ -67,7 +68,9 @@ class Limits:
 
 # (lowest, highest) accepted value of each field.
 _RANGES: dict[str, tuple[float, float]] = {
-    "max_frame_size": (16 * KiB, 64 * MiB),
+    # any sender may send frames up to 256 KiB (spec/replication.md §5.1): a lower limit would
+    # refuse conforming peers
+    "max_frame_size": (256 * KiB, 64 * MiB),
     "max_vector_entries": (16, 10_000_000),
     "max_concurrent_peers": (1, 10_000),
     "max_pending_handshakes": (1, 10_000),

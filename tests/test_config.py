@@ -45,6 +45,8 @@ def test_overrides(tmp_path: Path) -> None:
     ("[limits]\nmax_frame_size = 1.5e6\n", "config-bad-value"),  # sizes are whole numbers
     ("[limits]\nmax_frame_size = true\n", "config-bad-value"),
     ("[limits]\nmax_frame_size = 10\n", "config-bad-value"),  # below the floor
+    # below what any sender may send: such a node would refuse conforming peers' MSGS frames
+    ("[limits]\nmax_frame_size = 65536\n", "config-bad-value"),
     ("[limits]\nmax_concurrent_peers = -1\n", "config-bad-value"),
     ("[limits]\nidle_timeout = nan\n", "config-bad-value"),
     ("[limits]\nbundle_segment_size = 104857600\nmax_bundle_file_size = 1048576\n",

@@ -194,12 +194,12 @@ async def test_replication_takes_the_homes_limits(tmp_path: Path) -> None:
     node = await Node.init(home)
     await node.close()
     (home / "config.toml").write_text(
-        "[limits]\nmax_frame_size = 65536\nmax_concurrent_peers = 3\n"
+        "[limits]\nmax_frame_size = 524288\nmax_concurrent_peers = 3\n"
         "max_vector_entries = 100\nhandshake_timeout = 2.5\n")
     node = await Node.open(home)
     cfg = Replicator(node).config
     assert (cfg.max_frame, cfg.max_peers, cfg.max_entries, cfg.handshake_timeout) == (
-        65536, 3, 100, 2.5)
+        524288, 3, 100, 2.5)
     await node.close()
 
 
