@@ -86,7 +86,8 @@ async def test_per_peer_buffered_bytes_bounds_what_a_flood_makes_us_hold() -> No
         ch.writer.transport.abort()
         gate.set()
         res = await w.finished()
-        assert res.error is not None and res.error != "peer-stalled"
+        # the abort (inside a frame, most likely), nothing else
+        assert res.error in ("truncated-frame", "connection-lost", "unexpected-eof"), res
         assert [m.raw for m in await w.node.feed(w.hid)] == [m.raw for m in msgs]
     finally:
         server.close()
