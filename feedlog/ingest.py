@@ -104,7 +104,8 @@ class _Plan:
 class Ingestor:
     """Validates and stores batches for one source (a peer session, a bundle, the author).
 
-    ``allowed`` filters feeds (feeds we do not replicate are rejected ``not-wanted``).
+    ``allowed`` filters feeds (feeds we do not replicate are rejected ``not-wanted``, or
+    ``no-longer-wanted`` when ``dropped`` says the source may not have known yet).
     ``on_append`` is called after each committed batch with the appended messages (live push).
     ``on_commit`` is called after each batch stage 2 settled, whatever it added or rejected: a
     peer session reacts to a bad signature found there at once, not at the peer's next frame.
@@ -127,6 +128,7 @@ class Ingestor:
         *,
         executor: Executor | None = None,
         allowed: Callable[[FeedId], bool] | None = None,
+        dropped: Callable[[FeedId], bool] | None = None,
         on_append: Callable[[Sequence[Message]], None] | None = None,
         on_commit: Callable[[], None] | None = None,
         cache: dict[FeedId, FeedInfo | None] | None = None,
@@ -137,6 +139,7 @@ class Ingestor:
         self.pool = pool
         self._seen = 0  # messages put so far
         self.allowed = allowed
+        self.dropped = dropped
         self.on_append = on_append
         self.on_commit = on_commit
         self.report = IngestReport()
@@ -258,7 +261,8 @@ class Ingestor:
                 rep.reject("feed-refused")
                 continue
             if self.allowed is not None and not self.allowed(a):
-                rep.reject("not-wanted")
+                late = self.dropped is not None and self.dropped(a)
+                rep.reject("no-longer-wanted" if late else "not-wanted")
                 continue
             state = self._optimistic.get(a)
             if state is None or (a in self._committed and self._ahead(a, state)):

@@ -390,11 +390,13 @@ class Node:
 
     def ingestor(self, *, only_wanted: Iterable[FeedId] | None = None,
                  allowed: Callable[[FeedId], bool] | None = None,
+                 dropped: Callable[[FeedId], bool] | None = None,
                  on_append: Callable[[Sequence[Message]], None] | None = None,
                  on_commit: Callable[[], None] | None = None,
                  store: Store | None = None) -> Ingestor:
         """An ingest session (one per source). ``only_wanted`` (a set) or ``allowed`` (a
-        predicate) restricts accepted feeds; ``on_append`` sees each committed batch first;
+        predicate) restricts accepted feeds (``dropped``: those refused without blame, Ingestor);
+        ``on_append`` sees each committed batch first;
         ``on_commit`` is told when each batch is settled (Ingestor).
         ``store`` replaces this node's store (e.g. a dry-run overlay): then nothing is
         announced to listeners and the shared head cache is not used."""
@@ -402,15 +404,15 @@ class Node:
             wanted = frozenset(only_wanted)
             allowed = wanted.__contains__
         if store is not None:
-            return Ingestor(store, executor=self._executor, allowed=allowed, on_append=on_append,
-                            on_commit=on_commit, pool=self._pool)
+            return Ingestor(store, executor=self._executor, allowed=allowed, dropped=dropped,
+                            on_append=on_append, on_commit=on_commit, pool=self._pool)
 
         def appended(msgs: Sequence[Message]) -> None:
             if on_append is not None:
                 on_append(msgs)
             self._on_append(msgs)
 
-        return Ingestor(self.store, executor=self._executor, allowed=allowed,
+        return Ingestor(self.store, executor=self._executor, allowed=allowed, dropped=dropped,
                         on_append=appended, on_commit=on_commit, cache=self._heads,
                         pool=self._pool)
 

@@ -181,6 +181,7 @@ class Session:
     _synced_received: bool = False
     _caught_up: bool = False
     _heads_sent: set[FeedId] = field(default_factory=set)  # feeds whose head we sent (§8.1)
+    _dropped: set[FeedId] = field(default_factory=set)  # no longer accepted, this session (§9.2)
     closed: bool = False
 
     # --- inputs ----------------------------------------------------------------------------
@@ -204,6 +205,17 @@ class Session:
         ``feed-forked`` (benign: the peer may not have had our proof yet)."""
         e = self.mine.get(feed)
         return e is not None and (e.wants or e.forked is not None)
+
+    def dropped(self, feed: FeedId) -> bool:
+        """Did we stop accepting ``feed`` during this session (unfollow, block)? Its messages
+        the peer sent before it saw our update are still on their way: they are not stored,
+        and not the peer's fault (spec/replication.md §9.2)."""
+        return feed in self._dropped and not self.accepts(feed)
+
+    def peer_wants(self, feed: FeedId) -> bool:
+        """Does the peer (still) want ``feed`` from us? A range being sent stops once not."""
+        theirs = self.theirs.get(feed)
+        return theirs is not None and theirs.wants
 
     def receive(self, frame: Frame) -> list[Effect]:
         if self.closed:
@@ -442,12 +454,15 @@ class Session:
         peer with an update (only once the initial vector went out)."""
         changed: list[Entry] = []
         for f, e in sorted(entries.items()):
+            accepted = self.accepts(f)
             if e is None:
                 if self.mine.pop(f, None) is not None:
                     changed.append(Entry(f, -1))
             elif self.mine.get(f) != e:
                 self.mine[f] = e
                 changed.append(e)
+            if accepted and not self.accepts(f):
+                self._dropped.add(f)
         if not changed or self.closed or not self._hello_received:
             return []
         apply_entries(self.sent_base, changed)

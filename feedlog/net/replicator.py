@@ -51,7 +51,8 @@ from feedlog.node import Node
 # ingest outcomes that are facts about an author, not misbehaviour of the peer that relayed them
 MSGS_FRAME_SIZE = 240 * 1024  # below MAX_FRAME (256 KiB); big batches feed the verify pool well
 
-BENIGN = frozenset({"fork", "wrong-previous", "feed-forked", "feed-refused"})
+BENIGN = frozenset({"fork", "wrong-previous", "feed-forked", "feed-refused",
+                    "no-longer-wanted"})
 
 
 _DEFAULTS = Limits()
@@ -173,7 +174,8 @@ class Link:
         self.session = s
         # a rejection found when a batch is settled ends the link then (spec/replication.md
         # §10.3), even if the peer sends nothing more
-        self._ingestor = self.node.ingestor(allowed=s.accepts, on_append=self._committed,
+        self._ingestor = self.node.ingestor(allowed=s.accepts, dropped=s.dropped,
+                                            on_append=self._committed,
                                             on_commit=self._check_report)
         self.rep.links.add(self)
         writer = asyncio.create_task(self._writer())
@@ -422,6 +424,8 @@ class Link:
     async def _send_range(self, r: rp.SendRange) -> None:
         step = self.rep.config.range_batch
         for first in range(r.first, r.last + 1, step):
+            if self.session is not None and not self.session.peer_wants(r.feed):
+                return  # the peer dropped the feed meanwhile (spec/replication.md §9.2)
             last = min(r.last, first + step - 1)
             raws = await self.node.store.range(r.feed, first, last)
             if not raws:

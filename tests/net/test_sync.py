@@ -162,6 +162,53 @@ async def test_a_fork_found_while_a_recompute_runs_still_reaches_live_peers(
     srv.server.close()
 
 
+async def test_a_feed_dropped_during_its_catch_up_is_no_ones_fault(
+        pair: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """B blocks X while A streams X to it: what A sent before it saw B's update is dropped by
+    B, not stored and not taken for misbehaviour; A stops the range; the live link goes on
+    (spec/replication.md §9.2)."""
+    a, b = pair
+    x = keypair("dropped author")
+    xid = FeedId(x.public)
+    await a.follow(xid)
+    await b.follow(xid)
+    msgs = chain(x, 6000, pad=1000)  # ~7 MB: far more than B reads ahead of its store
+    await a.ingestor().ingest([m.raw for m in msgs])
+    gate = asyncio.Event()
+    real_append = b.store.append
+
+    async def held_append(batch: Sequence[Message]) -> None:
+        if any(m.author == xid for m in batch):
+            await gate.wait()
+        await real_append(batch)
+
+    monkeypatch.setattr(b.store, "append", held_append)
+    srv = await serve(a, NetConfig(range_batch=100))
+    rb = Replicator(b, NetConfig(max_buffered=256 * 1024))
+    task = asyncio.create_task(rb.connect(srv.address, live=True))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while not rb.links or next(iter(rb.links)).result.received == 0:
+        assert loop.time() - t0 < 10
+        await asyncio.sleep(0.01)
+    link = next(iter(rb.links))
+    await b.block(xid)
+    while link.session is None or link.session.accepts(xid):
+        assert loop.time() - t0 < 10
+        await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.wait_for(_caught_up(rb), 10)
+    while link.result.rejected.get("no-longer-wanted", 0) == 0:  # the race really happened
+        assert loop.time() - t0 < 10, link.result
+        await asyncio.sleep(0.01)
+    own = await a.publish("still live")
+    await wait_seq(b, a.id, own.seq)
+    assert not task.done() and link.result.error is None, link.result
+    assert link.result.received < len(msgs)  # A stopped sending X
+    task.cancel()
+    srv.server.close()
+
+
 async def _caught_up(rep: Replicator) -> None:
     while not rep.links or not all(link.caught_up.is_set() for link in rep.links):
         await asyncio.sleep(0.01)
