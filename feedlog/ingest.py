@@ -104,8 +104,10 @@ class _Plan:
 class Ingestor:
     """Validates and stores batches for one source (a peer session, a bundle, the author).
 
-    ``allowed`` filters feeds (feeds we do not replicate are rejected ``not-wanted``, or
-    ``no-longer-wanted`` when ``dropped`` says the source may not have known yet).
+    ``allowed`` filters feeds (feeds we do not replicate are rejected ``not-wanted``).
+    ``dropped`` names feeds the source may send stale messages of (a peer session's feeds that
+    left our set during it, spec/replication.md §9.2): refused benignly, ``no-longer-wanted``
+    when not allowed, ``stale-gap`` for a gap.
     ``on_append`` is called after each committed batch with the appended messages (live push).
     ``on_commit`` is called after each batch stage 2 settled, whatever it added or rejected: a
     peer session reacts to a bad signature found there at once, not at the peer's next frame.
@@ -282,7 +284,12 @@ class Ingestor:
             elif where is Link.DUPLICATE:
                 rep.duplicates += 1
             elif where is Link.GAP:
-                rep.reject("feed-refused" if a in self._clashed else "seq-gap")
+                if a in self._clashed:
+                    rep.reject("feed-refused")
+                elif self.dropped is not None and self.dropped(a):
+                    rep.reject("stale-gap")
+                else:
+                    rep.reject("seq-gap")
             elif where is Link.OLDER:
                 conflicts.append((m, None, m.seq))
                 pending.append(m)

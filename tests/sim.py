@@ -2,9 +2,11 @@
 
 The real Session code runs unchanged; only the world around it is simulated: feeds are lists of
 synthetic messages (``author(32) ‖ seq(8)``), connections are FIFO queues per direction (as TCP),
-and a seeded random schedule interleaves publishing, delivery, connects, disconnects, restarts
-and crashes that lose the last persisted baseline. Every step is appended to a trace, which a
-failing test prints with its seed.
+and a seeded random schedule interleaves publishing, delivery, connects, disconnects, restarts,
+crashes that lose the last persisted baseline, and changes of what a peer replicates (a follow,
+an unfollow or a block: a feed enters or leaves its set, live sessions get the update). Every
+frame goes through the wire codec on its way (encoded, decoded, compared). Every step,
+deliveries included, is appended to a trace, which a failing test prints with its seed.
 
 Forks: with ``forks=True`` a peer sometimes writes to another author's feed, as if that key were
 used on two machines (a "twin"). Each message then names its history: ``author(32) ‖ seq(8) ‖
@@ -14,7 +16,8 @@ a seq it holds, or a next message whose previous is not its head), keeps a mark 
 seq), and the marks spread in FORK frames.
 
 Invariants checked while running (an honest peer never violates them):
-- a peer is only sent messages of feeds it accepts, in order, without gaps;
+- a peer is only sent messages of feeds it accepts, in order, without gaps, or of feeds it
+  stopped accepting during that connection (sent before the update arrived; dropped);
 - SendRange only ever asks for messages the sender holds;
 and at the end, after every pair has been connected live until quiet: every peer holds every feed
 it replicates up to the highest seq any peer holds, except that a feed of which two peers hold
@@ -30,7 +33,16 @@ from dataclasses import dataclass, field
 
 from feedlog.core import replication as rep
 from feedlog.core.ids import FeedId
-from feedlog.core.wire import Entry, Fork, Frame, Msgs, Notes, encode_frame, make_note
+from feedlog.core.wire import (
+    Entry,
+    Fork,
+    Frame,
+    FrameDecoder,
+    Msgs,
+    Notes,
+    encode_frame,
+    make_note,
+)
 
 
 def fid(i: int) -> FeedId:
@@ -54,10 +66,21 @@ class SimFailure(AssertionError):
     pass
 
 
+def _brief(frame: Frame) -> str:
+    """A frame in a few words, for the trace."""
+    if isinstance(frame, Msgs):
+        first, last = parse(frame.messages[0]), parse(frame.messages[-1])
+        return f"Msgs(p{first[0][0] - 1} {first[1]}..{last[1]}, {len(frame.messages)})"
+    if isinstance(frame, Notes):
+        return f"Notes(mode {frame.mode}, {len(frame.entries)} entries)"
+    return type(frame).__name__
+
+
 @dataclass
 class Peer:
     index: int
     replicates: set[FeedId]
+    ever: set[FeedId] = field(default_factory=set)  # every feed it replicated at some time
     held: dict[FeedId, int] = field(default_factory=dict)
     baselines: dict[tuple[int, str], rep.Table] = field(default_factory=dict)
     msgs: dict[FeedId, list[bytes]] = field(default_factory=dict)  # the history held, per feed
@@ -118,8 +141,10 @@ class World:
             wanted = {fid(j) for j in range(n)}
             if feeds_blocked and n > 3 and i == 0:
                 wanted.discard(fid(n - 1))  # peer 0 blocks the last author
-            self.peers.append(Peer(i, wanted))
+            self.peers.append(Peer(i, wanted, set(wanted)))
         self.conns: list[Conn] = []
+        self.dropped_msgs = 0  # messages that arrived for a feed dropped during the connection
+        self.set_changes = 0
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -163,6 +188,25 @@ class World:
         for c in self.conns:
             if c.open and i in c.sessions:
                 self.run(c, i, c.sessions[i].local_changed({f: p.entry(f)}))
+
+    def change_set(self, i: int, author: int) -> None:
+        """Peer i follows, or unfollows / blocks, ``author``'s feed; its live sessions are told."""
+        p, f = self.peers[i], fid(author)
+        if f == p.id:
+            return
+        if f in p.replicates:
+            p.replicates.discard(f)
+            change: Entry | None = None
+            self.log(f"p{i} drops p{author}'s feed")
+        else:
+            p.replicates.add(f)
+            p.ever.add(f)
+            change = p.entry(f)
+            self.log(f"p{i} takes p{author}'s feed")
+        self.set_changes += 1
+        for c in self.conns:
+            if c.open and i in c.sessions:
+                self.run(c, i, c.sessions[i].local_changed({f: change}))
 
     def connect(self, a: int, b: int, live: bool) -> Conn:
         sessions = {}
@@ -250,11 +294,17 @@ class World:
         for raw in raws:
             f, q, _, prev = parse(raw)
             if not s.accepts(f):
+                if s.dropped(f):
+                    self.dropped_msgs += 1
+                    continue
                 raise SimFailure(f"p{me} was sent feed p{f[0] - 1} it does not accept")
             if f in p.forked or any(k[0] == f for k in forks):
                 continue  # feed-forked (or refused after the fork in this batch)
             held = p.msgs.get(f, [])
             if q > len(held) + 1:
+                if s.dropped(f):  # sent before the peer saw the feed leave and come back
+                    self.dropped_msgs += 1
+                    continue
                 raise SimFailure(f"p{me} got seq {q} of p{f[0] - 1} but holds {len(held)}: "
                                  "a gap")
             if q <= len(held):
@@ -281,6 +331,10 @@ class World:
             return False
         c, to = self.rng.choice(ready)
         frame = c.queues[to].pop(0)
+        decoded = FrameDecoder().feed(encode_frame(frame))
+        if decoded != [frame]:
+            raise SimFailure(f"the wire codec changed {frame} into {decoded}")
+        self.log(f"deliver p{self.other(c, to)}->p{to} {_brief(frame)}")
         self.run(c, to, c.sessions[to].receive(frame))
         return True
 
@@ -311,6 +365,9 @@ class World:
                 self.disconnect(self.rng.choice(open_conns))
             elif r < 0.42:
                 self.crash(self.rng.randrange(n))
+            elif r < 0.45:
+                i, j = self.rng.sample(range(n), 2)
+                self.change_set(i, j)
             else:
                 self.deliver_one()
         # the end: everything closes, then every pair meets live until quiet
@@ -322,11 +379,14 @@ class World:
         self.quiesce()
 
     def forked_feeds(self) -> set[FeedId]:
-        """Feeds of which two peers hold histories that are not prefixes of each other."""
+        """Feeds of which two peers replicating them hold histories that are not prefixes of
+        each other (a peer that dropped a feed passes its copy on to nobody)."""
         out: set[FeedId] = set()
         for x in self.peers:
             for y in self.peers:
                 for f, mx in x.msgs.items():
+                    if f not in x.replicates or f not in y.replicates:
+                        continue
                     my = y.msgs.get(f, [])
                     n = min(len(mx), len(my))
                     if mx[:n] != my[:n]:
@@ -334,12 +394,13 @@ class World:
         return out
 
     def check_converged(self) -> None:
-        best: dict[FeedId, int] = {}
+        best: dict[FeedId, int] = {}  # over the peers that replicate the feed now
         for p in self.peers:
             for f, q in p.held.items():
-                best[f] = max(best.get(f, 0), q)
+                if f in p.replicates:
+                    best[f] = max(best.get(f, 0), q)
         forked = self.forked_feeds()
-        for f in forked | {f for p in self.peers for f in p.forked}:
+        for f in forked | {f for p in self.peers for f in p.forked if f in p.replicates}:
             marks = {p.index: p.forked.get(f) for p in self.peers if f in p.replicates}
             if len(set(marks.values())) != 1 or None in marks.values():
                 raise SimFailure(f"p{f[0] - 1}'s feed is forked; fork marks per peer: {marks}")
@@ -350,8 +411,8 @@ class World:
                 if p.held.get(f, 0) != best.get(f, 0):
                     raise SimFailure(f"p{p.index} holds p{f[0] - 1} up to "
                                      f"{p.held.get(f, 0)}, best is {best.get(f, 0)}")
-            for f in set(p.held) - p.replicates:
-                raise SimFailure(f"p{p.index} holds p{f[0] - 1}, which it does not replicate")
+            for f in set(p.held) - p.ever:
+                raise SimFailure(f"p{p.index} holds p{f[0] - 1}, which it never replicated")
         for c in self.conns:
             if c.open and c.caught_up != {c.a, c.b}:
                 raise SimFailure(f"p{c.a}-p{c.b} never caught up")

@@ -199,6 +199,27 @@ def test_messages_after_a_broken_link_are_refused_not_a_gap() -> None:
     asyncio.run(main())
 
 
+def test_stale_messages_of_a_dropped_feed_are_refused_without_blame() -> None:
+    """A peer session's feed that left our set during it (spec/replication.md §9.2): what the
+    peer sent before it knew is refused with benign codes, and nothing of it is stored; for
+    any other feed the same messages are the peer's fault."""
+
+    async def main() -> None:
+        carol, dave = keypair("carol"), keypair("dave")
+        cs, ds = chain(carol, 5, "c"), chain(dave, 2, "d")
+        c, d = FeedId(carol.public), FeedId(dave.public)
+        for dropped, codes in (({c, d}, {"stale-gap": 2, "no-longer-wanted": 2}),
+                               (set(), {"seq-gap": 2, "not-wanted": 2})):
+            store = MemoryStore()
+            await Ingestor(store).ingest([m.raw for m in cs[:2]])
+            ing = Ingestor(store, allowed=lambda f: f == c, dropped=dropped.__contains__)
+            report = await ing.ingest([cs[3].raw, cs[4].raw, ds[0].raw, ds[1].raw])
+            assert report.codes() == codes and report.added == 0
+            assert await stored(store) == [(c, 2, [m.raw for m in cs[:2]])]
+
+    asyncio.run(main())
+
+
 class GatedExecutor(concurrent.futures.ThreadPoolExecutor):
     """Signature checks that wait until ``gate`` is set: the slow stage, held still."""
 

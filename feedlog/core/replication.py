@@ -207,10 +207,10 @@ class Session:
         return e is not None and (e.wants or e.forked is not None)
 
     def dropped(self, feed: FeedId) -> bool:
-        """Did we stop accepting ``feed`` during this session (unfollow, block)? Its messages
-        the peer sent before it saw our update are still on their way: they are not stored,
-        and not the peer's fault (spec/replication.md §9.2)."""
-        return feed in self._dropped and not self.accepts(feed)
+        """Did we stop accepting ``feed`` at some time during this session (unfollow, block)?
+        Messages of it the peer sent before it saw our updates may still arrive, out of step
+        with what we hold: refused without blame (spec/replication.md §9.2)."""
+        return feed in self._dropped
 
     def peer_wants(self, feed: FeedId) -> bool:
         """Does the peer (still) want ``feed`` from us? A range being sent stops once not."""

@@ -52,7 +52,7 @@ from feedlog.node import Node
 MSGS_FRAME_SIZE = 240 * 1024  # below MAX_FRAME (256 KiB); big batches feed the verify pool well
 
 BENIGN = frozenset({"fork", "wrong-previous", "feed-forked", "feed-refused",
-                    "no-longer-wanted"})
+                    "no-longer-wanted", "stale-gap"})
 
 
 _DEFAULTS = Limits()
