@@ -83,6 +83,7 @@ class Peer:
     ever: set[FeedId] = field(default_factory=set)  # every feed it replicated at some time
     held: dict[FeedId, int] = field(default_factory=dict)
     baselines: dict[tuple[int, str], rep.Table] = field(default_factory=dict)
+    saved: dict[tuple[int, str], list[rep.Table]] = field(default_factory=dict)  # every save
     msgs: dict[FeedId, list[bytes]] = field(default_factory=dict)  # the history held, per feed
     forked: dict[FeedId, int] = field(default_factory=dict)  # fork marks (seq of the proof)
 
@@ -230,15 +231,26 @@ class World:
                      f"{len(c.queues[c.b])} frames)")
 
     def crash(self, i: int) -> None:
-        """Peer i restarts; it may lose the baseline writes of its last moments."""
+        """Peer i restarts; it may lose the baseline writes of its last moments: one baseline
+        is gone, or back at one of its earlier versions."""
         for c in self.conns:
             if c.open and i in c.sessions:
                 self.disconnect(c)
         p = self.peers[i]
-        if p.baselines and self.rng.random() < 0.5:
+        r = self.rng.random()
+        if p.baselines and r < 0.5:
             key = self.rng.choice(sorted(p.baselines))
-            del p.baselines[key]
-            self.log(f"crash p{i}: lost baseline {key}")
+            older = p.saved.get(key, [])[:-1]
+            if older and r < 0.25:
+                back = self.rng.randrange(len(older))
+                p.baselines[key] = dict(older[back])
+                p.saved[key] = p.saved[key][: back + 1]
+                self.log(f"crash p{i}: baseline {key} back at save {back + 1} of "
+                         f"{len(older) + 1}")
+            else:
+                del p.baselines[key]
+                p.saved.pop(key, None)
+                self.log(f"crash p{i}: lost baseline {key}")
         else:
             self.log(f"crash p{i}")
 
@@ -278,6 +290,7 @@ class World:
                 self.run(c, me, s.drained())
             elif isinstance(e, rep.SaveBaseline):
                 peer.baselines[(to, e.direction)] = dict(e.table)
+                peer.saved.setdefault((to, e.direction), []).append(dict(e.table))
             elif isinstance(e, rep.CaughtUp):
                 c.caught_up.add(me)
                 self.log(f"p{me} caught up with p{to}")
