@@ -32,6 +32,7 @@ from feedlog.lan import DEFAULT_REANNOUNCE, DEFAULT_TTL
 from feedlog.net.lan_sync import LanSync
 from feedlog.net.replicator import Link, NetConfig, Replicator, SyncResult
 from feedlog.net.transport import DEFAULT_PORT, Address
+from feedlog.net.watch import StoreWatcher
 from feedlog.peers import note_seen, note_state
 
 
@@ -154,7 +155,12 @@ def serve(
         emit({"event": "serving", "address": str(addr), "id": node.id_text, "port": bound},
              f"serving {node.id_text}\naddress: {addr}\n"
              f"(on another machine: feedlog sync {addr})")
+        # what `feedlog publish` (another process) writes here reaches live peers; LanSync has
+        # a watcher of its own
+        watcher = None if lan else StoreWatcher(rep)
         try:
+            if watcher is not None:
+                await watcher.start()
             if lan:
                 lan_sync = LanSync(rep, bound, on_event=lambda e: emit(e, _lan_text(e)),
                                    ttl=lan_ttl, reannounce=lan_reannounce)
@@ -169,6 +175,8 @@ def serve(
                      "looking for peers of this network")
             await stop.wait()
         finally:
+            if watcher is not None:
+                await watcher.stop()
             if lan_sync is not None:
                 await lan_sync.stop()
             server.close()
@@ -248,7 +256,10 @@ def sync(
     async def go() -> SyncResult:
         node = await Node.open(Ctx.home)
         rep = Replicator(node, _config(node))
+        watcher = StoreWatcher(rep) if live else None  # `publish` beside a live sync
         try:
+            if watcher is not None:
+                await watcher.start()
             await note_seen(node.store, addr.feed, addr.host, addr.port, "manual")
             await note_state(node.store, addr.feed, "connecting")
             try:
@@ -260,6 +271,8 @@ def sync(
                              else "disconnected", synced=result.caught_up)
             return result
         finally:
+            if watcher is not None:
+                await watcher.stop()
             rep.close()
             await node.close()
 

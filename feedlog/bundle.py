@@ -643,6 +643,9 @@ class _DryRun:
         out.update(self.heads)
         return [out[a] for a in sorted(out)]
 
+    async def changes(self) -> int:
+        return await self.base.changes()
+
     async def append(self, msgs: Sequence[Message]) -> None:
         for m in msgs:
             old = await self.feed(m.author)

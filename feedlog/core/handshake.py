@@ -189,7 +189,8 @@ class _Handshake:
                 code="handshake-complete",
             )
         if not data:
-            self._die(HandshakeError("peer closed during the handshake", code="handshake-eof"))
+            self._die(HandshakeError("peer closed during the handshake" + self._eof_hint(),
+                                     code="handshake-eof"))
         self._inbox += data
         while self._result is None and len(self._inbox) >= self._need:
             message = bytes(self._inbox[: self._need])
@@ -207,6 +208,10 @@ class _Handshake:
     def _on_message(self, message: bytes) -> None:
         raise NotImplementedError
 
+    def _eof_hint(self) -> str:
+        """Why the peer may have hung up at this step (a server says nothing when it refuses)."""
+        return ""
+
     def _hello(self) -> bytes:
         return _mac(self._network_key, self._eph_public) + self._eph_public
 
@@ -214,7 +219,8 @@ class _Handshake:
         """Check a msg1/msg2 and return the peer's ephemeral public key."""
         mac, remote_eph = message[:MAC_SIZE], message[MAC_SIZE:]
         if not hmac.compare_digest(mac, _mac(self._network_key, remote_eph)):
-            raise HandshakeError("peer is on another network", code="bad-network-key")
+            raise HandshakeError("peer is on another network, or does not speak feedlog "
+                                 "at all", code="bad-network-key")
         return remote_eph
 
     def _finish(
@@ -278,6 +284,14 @@ class ClientHandshake(_Handshake):
             self._on_msg2(message)
         else:
             self._on_msg4(message)
+
+    def _eof_hint(self) -> str:
+        if self._step == 2:  # it could not read our hello: another network key
+            return (": it is probably on another network (check --network-key / "
+                    "FEEDLOG_NETWORK_KEY on both sides)")
+        # it read our hello but not our proof: we dialled a key it is not, or it refuses us
+        return (": it is not the feed id of the address, or it does not accept us (blocked, "
+                "or it is busy)")
 
     def _on_msg2(self, msg2: bytes) -> None:
         server_eph = self._read_hello(msg2)

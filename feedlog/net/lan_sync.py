@@ -8,8 +8,8 @@ A dead link is noticed by the live session's idle timeout (peers ping every ``pi
 or by discovery dropping the peer, whichever comes first.
 
 Messages another process writes into the same home (``feedlog publish`` while serve runs) are
-not announced to this process, so ``LanSync`` polls the store's heads every ``poll`` seconds
-and hands any advance to the replicator, which pushes it to live peers.
+not announced to this process: a ``StoreWatcher`` (feedlog/net/watch.py) looks for them every
+``poll`` seconds and hands any advance to the replicator, which pushes it to live peers.
 
 Events go to ``on_event(dict)``: ``peer-found``, ``peer-lost``, ``peer-connected``,
 ``peer-synced``, ``peer-disconnected``, ``peer-unreachable``.
@@ -26,10 +26,10 @@ from typing import Any
 from feedlog.core.discovery import should_dial
 from feedlog.core.errors import FeedlogError
 from feedlog.core.ids import FeedId, feed_id_text
-from feedlog.core.message import Message
 from feedlog.lan import DEFAULT_REANNOUNCE, DEFAULT_TTL, LanDiscovery, LanPeer, PeerManager
 from feedlog.net.replicator import Link, Replicator
 from feedlog.net.transport import Address
+from feedlog.net.watch import POLL, StoreWatcher
 from feedlog.peers import note_seen, note_state
 
 log = logging.getLogger("feedlog.lan_sync")
@@ -49,35 +49,30 @@ class LanSync:
         interfaces: Sequence[str] | None = None,
         ttl: int = DEFAULT_TTL,
         reannounce: float = DEFAULT_REANNOUNCE,
-        poll: float = 1.0,
+        poll: float = POLL,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
     ) -> None:
         self.rep = rep
         self.node = rep.node
         self.on_event = on_event
-        self.poll = poll
+        self.watcher = StoreWatcher(rep, poll)
         self.discovery = LanDiscovery(rep.config.network_key, self.node.id, port,
                                       on_peer=self._found, on_remove=self._lost,
                                       interfaces=interfaces, ttl=ttl, reannounce=reannounce)
         self.manager = PeerManager(self.node.id, self._connect, base=backoff_base,
                                    cap=backoff_cap, on_state=self._state)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._heads: dict[FeedId, int] = {}
         self._inbound_reported: set[int] = set()  # id(link) of inbound links told "connected"
 
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._heads = {f.author: f.seq for f in await self.node.store.feeds()}
-        self.node.listeners.append(self._stored_here)
+        await self.watcher.start()
         await self.discovery.start()
-        if self.poll > 0:
-            self._spawn(self._poll_loop())
 
     async def stop(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.node.listeners.remove(self._stored_here)
+        await self.watcher.stop()
         await self.manager.stop()
         for t in list(self._tasks):
             t.cancel()
@@ -165,25 +160,3 @@ class LanSync:
             for t in synced:
                 t.cancel()
         log.info("link to %s ended: %s", feed_id_text(peer.feed), result.error)
-
-    def _stored_here(self, msgs: Sequence[Message]) -> None:
-        # what this process stores is announced already: the poll looks for other writers only
-        for m in msgs:
-            if m.seq > self._heads.get(m.author, 0):
-                self._heads[m.author] = m.seq
-
-    async def _poll_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll)
-            try:
-                feeds = await self.node.store.feeds()
-            except FeedlogError as exc:
-                log.warning("polling the store: %s", exc.message)
-                continue
-            advanced: dict[FeedId, int] = {}
-            for f in feeds:
-                if f.seq > self._heads.get(f.author, 0):
-                    advanced[f.author] = f.seq
-                    self._heads[f.author] = f.seq
-            if advanced:
-                self.rep.store_changed(advanced)

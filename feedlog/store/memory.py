@@ -55,6 +55,9 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
+    async def changes(self) -> int:
+        return 0  # nobody else can write to it
+
     async def feed(self, author: FeedId) -> FeedInfo | None:
         info = self._feeds.get(author)
         if info is None:

@@ -530,6 +530,11 @@ class SqliteStore:
         page = int(await self._scalar("PRAGMA page_size"))
         await self.set_max_pages(max(1, size // page))
 
+    async def changes(self) -> int:
+        # SQLite: changes when another connection commits, not when this one does
+        rows = await self._rows("PRAGMA data_version")
+        return int(rows[0][0])
+
     async def feed(self, author: FeedId) -> FeedInfo | None:
         rows = await self._rows(
             "SELECT f.seq, f.head, f.forked_seq, n.name FROM feeds f "

@@ -87,6 +87,7 @@ def test_network_key_mismatch_and_bad_address(homes: tuple[Path, Path, Server]) 
     lines = p.stderr.strip().splitlines()
     # SHS: the server just hangs up on another network, so the client sees handshake-eof
     assert len(lines) == 1 and lines[0].startswith("error[handshake-eof]")
+    assert "another network" in lines[0] and "--network-key" in lines[0]  # the likely cause
     assert "Traceback" not in p.stderr
     p = run(b, "sync", "not an address", ok=False)
     assert p.returncode != 0 and p.stderr.startswith("error[bad-address]")
@@ -118,6 +119,36 @@ def test_live_sync_receives_while_connected(homes: tuple[Path, Path, Server],
             assert live.poll() is None, live.stderr.read() if live.stderr else ""
             assert time.monotonic() < deadline, "the live push did not arrive"
             time.sleep(0.1)
+    finally:
+        live.send_signal(signal.SIGINT)
+        try:
+            live.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            live.kill()
+            live.wait()
+        assert server.stop() == 0
+
+
+def test_publish_beside_serve_and_live_sync_reaches_the_other_side(
+        homes: tuple[Path, Path, Server]) -> None:
+    """`feedlog publish` in the home a `serve` runs in, and in the home of a `sync --live`:
+    another process writes the store, and each message still reaches the other side live."""
+    a, b, server = homes
+    bid = js(b, "whoami")["id"]
+    env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
+    live = subprocess.Popen([*FEEDLOG, "--home", str(b), "sync", server.address, "--live"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while len(feed(b, server.id)) < 1:  # B caught up with A (its follow of B)
+            assert live.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        for home, other, author in ((a, b, server.id), (b, a, bid)):
+            post = js(home, "publish", f"written beside a live link in {home.name}")
+            while post["id"] not in [m["id"] for m in feed(other, author)]:
+                assert live.poll() is None, live.stderr.read() if live.stderr else ""
+                assert time.monotonic() < deadline, f"{home.name}'s post never arrived"
+                time.sleep(0.05)
     finally:
         live.send_signal(signal.SIGINT)
         try:

@@ -213,6 +213,26 @@ async def test_sqlite_persists_and_refuses_foreign_files(tmp_path: Path) -> None
     assert e.value.code == "store-too-new"
 
 
+async def test_changes_moves_only_for_another_connections_commits(tmp_path: Path) -> None:
+    """``changes`` (what a StoreWatcher polls): our own writes leave it alone, a commit by
+    another connection (another process) moves it; a MemoryStore has no other writers."""
+    k = keypair("changes")
+    first = chain(k, 2)
+    mem = MemoryStore()
+    before = await mem.changes()
+    await mem.append(first)
+    assert await mem.changes() == before
+    s = await SqliteStore.open(tmp_path / "db.sqlite3")
+    before = await s.changes()
+    await s.append(first)
+    assert await s.changes() == before
+    other = await SqliteStore.open(tmp_path / "db.sqlite3")
+    await other.append(chain(k, 1, first[-1].state))
+    await other.close()
+    assert await s.changes() != before
+    await s.close()
+
+
 async def test_sqlite_closed_store_refuses_with_a_code(tmp_path: Path) -> None:
     k = keypair("closed")
     s = await SqliteStore.open(tmp_path / "db.sqlite3")
