@@ -150,7 +150,7 @@ def serve(
                              code="port-taken" if exc.errno == 98 else "listen-failed"
                              ) from None
         bound = server.sockets[0].getsockname()[1]
-        shown = _local_ip() if host in ("0.0.0.0", "") else host
+        shown = _local_ip() if host in ("0.0.0.0", "", "::") else host
         addr = Address(shown, bound, node.id)
         emit({"event": "serving", "address": str(addr), "id": node.id_text, "port": bound},
              f"serving {node.id_text}\naddress: {addr}\n"
@@ -257,16 +257,34 @@ def sync(
         node = await Node.open(Ctx.home)
         rep = Replicator(node, _config(node))
         watcher = StoreWatcher(rep) if live else None  # `publish` beside a live sync
+        # The peer book takes the address once the handshake proved that feed is there (a
+        # wrong address must not replace a good one); a failure marks a known peer only.
+        noted: list[asyncio.Task[None]] = []
+
+        async def connected() -> None:
+            await note_seen(node.store, addr.feed, addr.host, addr.port, "manual")
+            await note_state(node.store, addr.feed, "connected")
+
+        def on_link(link: Link) -> None:
+            noted.append(asyncio.get_running_loop().create_task(connected()))
+
         try:
             if watcher is not None:
                 await watcher.start()
-            await note_seen(node.store, addr.feed, addr.host, addr.port, "manual")
-            await note_state(node.store, addr.feed, "connecting")
             try:
-                result = await rep.connect(addr, live=live, on_progress=on_progress)
-            except FeedlogError:
-                await note_state(node.store, addr.feed, "unreachable")
+                result = await rep.connect(addr, live=live, on_progress=on_progress,
+                                           on_link=on_link)
+            except FeedlogError as exc:
+                known = {p.feed for p in await node.store.peers()}
+                if exc.code != "self-sync" and addr.feed in known:
+                    await note_state(node.store, addr.feed, "unreachable")
                 raise
+            except asyncio.CancelledError:  # Ctrl-C
+                if noted:
+                    await asyncio.gather(*noted, return_exceptions=True)
+                    await note_state(node.store, addr.feed, "disconnected")
+                raise
+            await asyncio.gather(*noted)
             await note_state(node.store, addr.feed, "synced" if result.caught_up
                              else "disconnected", synced=result.caught_up)
             return result
@@ -282,6 +300,11 @@ def sync(
         progress.stop()
         fail(exc)
         raise
+    except KeyboardInterrupt:
+        progress.stop()  # the bar's line ends and the cursor is shown again
+        typer.echo("interrupted: what was stored is kept; the next sync goes on from there",
+                   err=True)
+        raise typer.Exit(130) from None
     progress.stop()
     result.seconds = time.monotonic() - t0
     if json_out:
@@ -295,4 +318,8 @@ def sync(
             typer.echo(f"fork proofs learned: {result.forks} (see feedlog status)")
     if not result.caught_up and not live:
         typer.echo(f"error[{result.error}]: {result.message}", err=True)
+        raise typer.Exit(3)
+    if live and result.error is not None:  # the live connection ended, and not by Ctrl-C
+        typer.echo(f"error[{result.error}]: the live connection ended: {result.message}",
+                   err=True)
         raise typer.Exit(3)

@@ -157,3 +157,34 @@ def test_publish_beside_serve_and_live_sync_reaches_the_other_side(
             live.kill()
             live.wait()
         assert server.stop() == 0
+
+
+def test_ctrl_c_and_failed_syncs_leave_the_peer_book_right(
+        homes: tuple[Path, Path, Server]) -> None:
+    """Ctrl-C on a live sync: exit 130 with a word on it, the peer marked disconnected (not
+    left connecting). A sync to a wrong port does not replace the peer's good address, and a
+    sync with yourself does not put you in your own peer book."""
+    _, b, server = homes
+    env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
+    live = subprocess.Popen([*FEEDLOG, "--home", str(b), "sync", server.address, "--live"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 20
+    while not [p for p in js(b, "peers") if p["state"] == "connected"]:
+        assert live.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    live.send_signal(signal.SIGINT)
+    _, err = live.communicate(timeout=15)
+    assert live.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    (peer,) = js(b, "peers")
+    assert peer["id"] == server.id and peer["state"] == "disconnected", peer
+    good = (peer["host"], peer["port"])
+    host_port, _, feed_id = server.address.removeprefix("feedlog://").partition("/")
+    wrong = f"feedlog://127.0.0.1:1/{feed_id}"  # nothing listens on port 1
+    assert run(b, "sync", wrong, ok=False).returncode != 0
+    (peer,) = js(b, "peers")
+    assert (peer["host"], peer["port"]) == good and peer["state"] == "unreachable", peer
+    me = js(b, "whoami")["id"]
+    p = run(b, "sync", f"feedlog://{host_port}/{me}", ok=False)
+    assert p.stderr.startswith("error[self-sync]")
+    assert [p["id"] for p in js(b, "peers")] == [server.id]
+    assert server.stop() == 0
