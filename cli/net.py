@@ -185,9 +185,7 @@ def serve(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 5)
             # each link ends (and notes its state in the peer book) before the store closes
-            deadline = loop.time() + 5
-            while rep.links and loop.time() < deadline:
-                await asyncio.sleep(0.02)
+            await rep.wait_links(5)
             rep.close()
             if pending:
                 await asyncio.wait(pending, timeout=5)

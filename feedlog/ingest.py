@@ -111,6 +111,8 @@ class Ingestor:
     ``on_append`` is called after each committed batch with the appended messages (live push).
     ``on_commit`` is called after each batch stage 2 settled, whatever it added or rejected: a
     peer session reacts to a bad signature found there at once, not at the peer's next frame.
+    ``on_failure`` is told at once when stage 2 fails (e.g. the disk is full), not only at the
+    source's next ``put``: a live peer may send nothing more for a long time.
     """
 
     # Signatures per verify job. 512 rather than 256: a sync's MSGS frame brings about 570
@@ -133,6 +135,7 @@ class Ingestor:
         dropped: Callable[[FeedId], bool] | None = None,
         on_append: Callable[[Sequence[Message]], None] | None = None,
         on_commit: Callable[[], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
         cache: dict[FeedId, FeedInfo | None] | None = None,
         pool: VerifyPool | None = None,
     ) -> None:
@@ -144,6 +147,7 @@ class Ingestor:
         self.dropped = dropped
         self.on_append = on_append
         self.on_commit = on_commit
+        self.on_failure = on_failure
         self.report = IngestReport()
         self._committed: dict[FeedId, FeedInfo | None] = cache if cache is not None else {}
         self._optimistic: dict[FeedId, FeedState] = {}
@@ -174,17 +178,41 @@ class Ingestor:
         QUEUE batches wait for stage 2)."""
         if self._stage2 is None:
             self._stage2 = asyncio.get_running_loop().create_task(self._run_stage2())
+            self._stage2.add_done_callback(self._stage2_ended)
         nbytes = sum(map(len, raws))
         self.pending_bytes += nbytes
         try:
             plan = await self._plan(raws)
             plan.nbytes = nbytes
-            await self._queue.put(plan)
+            queued = await self._enqueue(plan)
         except BaseException:
             self._settle(nbytes)  # never queued: stage 2 will not settle it
             raise
+        if not queued:
+            self._settle(nbytes)
         if self._stage2.done():  # surface stage 2's failure (e.g. disk full) at once
             await self._stage2
+
+    async def _enqueue(self, item: _Plan | None) -> bool:
+        """Put ``item`` in stage 2's queue, unless stage 2 ends first (then nothing would ever
+        take it: a full queue must not hold the source for ever). Whether it was queued."""
+        if not self._queue.full():  # the common case, without a turn of the loop
+            self._queue.put_nowait(item)
+            return True
+        stage2 = self._stage2
+        assert stage2 is not None
+        put = asyncio.ensure_future(self._queue.put(item))
+        try:
+            await asyncio.wait({put, stage2}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not put.done():
+                put.cancel()
+        return put.done() and not put.cancelled()
+
+    def _stage2_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None \
+                and self.on_failure is not None:
+            self.on_failure(exc)
 
     async def room(self, nbytes: int, limit: int) -> None:
         """Wait until ``nbytes`` more fit under ``limit`` pending bytes (back-pressure by
@@ -208,7 +236,7 @@ class Ingestor:
     async def finish(self) -> IngestReport:
         """Wait for every submitted batch to be committed; the ingestor can be reused after."""
         if self._stage2 is not None:
-            await self._queue.put(None)
+            await self._enqueue(None)
             task, self._stage2 = self._stage2, None
             await task
         return self.report

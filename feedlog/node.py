@@ -393,11 +393,13 @@ class Node:
                  dropped: Callable[[FeedId], bool] | None = None,
                  on_append: Callable[[Sequence[Message]], None] | None = None,
                  on_commit: Callable[[], None] | None = None,
+                 on_failure: Callable[[BaseException], None] | None = None,
                  store: Store | None = None) -> Ingestor:
         """An ingest session (one per source). ``only_wanted`` (a set) or ``allowed`` (a
         predicate) restricts accepted feeds (``dropped``: those refused without blame, Ingestor);
         ``on_append`` sees each committed batch first;
-        ``on_commit`` is told when each batch is settled (Ingestor).
+        ``on_commit`` is told when each batch is settled, ``on_failure`` when storing failed
+        (Ingestor).
         ``store`` replaces this node's store (e.g. a dry-run overlay): then nothing is
         announced to listeners and the shared head cache is not used."""
         if only_wanted is not None:
@@ -405,7 +407,8 @@ class Node:
             allowed = wanted.__contains__
         if store is not None:
             return Ingestor(store, executor=self._executor, allowed=allowed, dropped=dropped,
-                            on_append=on_append, on_commit=on_commit, pool=self._pool)
+                            on_append=on_append, on_commit=on_commit,
+                            on_failure=on_failure, pool=self._pool)
 
         def appended(msgs: Sequence[Message]) -> None:
             if on_append is not None:
@@ -413,7 +416,8 @@ class Node:
             self._on_append(msgs)
 
         return Ingestor(self.store, executor=self._executor, allowed=allowed, dropped=dropped,
-                        on_append=appended, on_commit=on_commit, cache=self._heads,
+                        on_append=appended, on_commit=on_commit, on_failure=on_failure,
+                        cache=self._heads,
                         pool=self._pool)
 
     def forget_heads(self, feeds: Iterable[FeedId]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,6 +155,9 @@ class Link:
         self._started = time.monotonic()
         self.caught_up = asyncio.Event()
         self._confirm: asyncio.Task[bool] | None = None  # lifting the restore fence
+        # what this node stored while the session was being set up (after its snapshot)
+        self._early: dict[FeedId, tuple[int, bytes | None]] = {}
+        self._early_changed = False
 
     @property
     def peer(self) -> FeedId:
@@ -163,7 +166,17 @@ class Link:
     # --- running -----------------------------------------------------------------------------
 
     async def run(self) -> SyncResult:
+        self.rep.running += 1
+        try:
+            return await self._run()
+        finally:
+            self.rep.running -= 1
+            self.rep.note_ended(self)
+
+    async def _start(self) -> rp.Session:
         store = self.node.store
+        # listed before the snapshot: what is stored meanwhile is kept for the session (_early)
+        self.rep.links.add(self)
         mine, seqs = await self.rep.entries()
         for d in ("sent", "recv"):
             self._saved[d] = {f: Entry(f, n, k, h)
@@ -171,13 +184,32 @@ class Link:
         s = rp.Session(mine=mine, seqs=seqs, sent_base=dict(self._saved["sent"]),
                        recv_base=dict(self._saved["recv"]), live=self.live,
                        max_entries=self.rep.config.max_entries)
+        for f, (q, head) in self._early.items():
+            s.local_advanced(f, q, head)  # before HELLO: only what the session knows we hold
         self.session = s
+        if self._early_changed:
+            self.rep._schedule_recompute()
         # a rejection found when a batch is settled ends the link then (spec/replication.md
-        # §10.3), even if the peer sends nothing more
+        # §10.3), even if the peer sends nothing more; a failed commit ends it at once
         self._ingestor = self.node.ingestor(allowed=s.accepts, dropped=s.dropped,
                                             on_append=self._committed,
-                                            on_commit=self._check_report)
-        self.rep.links.add(self)
+                                            on_commit=self._check_report,
+                                            on_failure=self._ingest_failed)
+        return s
+
+    async def _run(self) -> SyncResult:
+        try:
+            s = await self._start()
+        except FeedlogError as exc:  # our store failed before the session began
+            self.rep.links.discard(self)
+            self.result.error, self.result.message = exc.code, exc.message
+            with contextlib.suppress(FeedlogError):
+                if not isinstance(exc, LocalError):
+                    await self.channel.send(Error(exc.code, exc.message[:500]))
+                await self.channel.say_goodbye()
+            await self.channel.close(goodbye=False)
+            return self.result
+        self.channel.drain_timeout = self.rep.config.stall_timeout
         writer = asyncio.create_task(self._writer())
         try:
             self._dispatch(s.start())
@@ -187,7 +219,8 @@ class Link:
         finally:
             self.rep.links.discard(self)
             self._out.put_nowait(_Finish())
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            # (the writer records its own failures in the result)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(writer), 10)
             writer.cancel()
             with contextlib.suppress(BaseException):
@@ -210,8 +243,15 @@ class Link:
             if self._confirm is not None:
                 with contextlib.suppress(FeedlogError):
                     await self._confirm
-            self.rep.note_ended(self)
         return self.result
+
+    def _ingest_failed(self, exc: BaseException) -> None:
+        """Stage 2 failed (a full disk): end the link now; the peer must not count on what it
+        sent being stored (it plans again from our vector next time)."""
+        if isinstance(exc, FeedlogError):
+            self.fail(exc.code, exc.message, tell_peer=not isinstance(exc, LocalError))
+        else:
+            self.fail("ingest-failed", f"storing failed: {exc!r}", tell_peer=False)
 
     async def _reader(self) -> None:
         s = self.session
@@ -408,6 +448,17 @@ class Link:
                     self.result.error, self.result.message = exc.code, exc.message
                 self._ended.set()
                 return
+            except FeedlogError as exc:  # our store failed (a baseline save, a range read)
+                if self.result.error is None:
+                    self.result.error, self.result.message = exc.code, exc.message
+                if self.session is not None:
+                    self.session.fail(exc.code, exc.message)
+                with contextlib.suppress(FeedlogError):
+                    if not isinstance(exc, LocalError):
+                        await self.channel.send(Error(exc.code, exc.message[:500]))
+                    await self.channel.say_goodbye()
+                self._ended.set()
+                return
 
     def _ping_every(self) -> float | None:
         """How long the writer may stay silent: the ping interval once live, and a third of
@@ -448,13 +499,21 @@ class Link:
 
     def local_advanced(self, seqs: dict[FeedId, int],
                        heads: dict[FeedId, bytes] | None = None) -> None:
-        if self.session is None or self.session.closed:
+        if self.session is None:  # being set up: the session takes it when it begins
+            for f, q in seqs.items():
+                if q > self._early.get(f, (0, None))[0]:
+                    self._early[f] = (q, heads.get(f) if heads else None)
+            return
+        if self.session.closed:
             return
         for f, q in seqs.items():
             self._dispatch(self.session.local_advanced(f, q, heads.get(f) if heads else None))
 
     def local_changed(self, entries: dict[FeedId, Entry | None]) -> None:
-        if self.session is None or self.session.closed:
+        if self.session is None:  # its snapshot may predate this: recompute once it begins
+            self._early_changed = True
+            return
+        if self.session.closed:
             return
         self._dispatch(self.session.local_changed(entries))
 
@@ -469,7 +528,9 @@ class Replicator:
         self.config = config or NetConfig.from_limits(node.limits)
         self.links: set[Link] = set()
         self.blocked: frozenset[FeedId] = frozenset()
-        self.finished: list[SyncResult] = []
+        # the latest connections' results (bounded: a server runs for months)
+        self.finished: deque[SyncResult] = deque(maxlen=1000)
+        self.running = 0  # links whose run has not returned yet
         self.on_link_end: Callable[[Link], None] | None = None
         self._recompute: asyncio.Task[None] | None = None
         self._recompute_again = False  # something changed while a recompute was running
@@ -554,6 +615,15 @@ class Replicator:
         task = self._recompute
         if task is not None and not task.done():
             await asyncio.shield(task)
+
+    async def wait_links(self, timeout: float) -> bool:
+        """Wait until every link has finished its run (its cleanup included); False on
+        timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.running and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return not self.running
 
     def _schedule_recompute(self) -> None:
         if self._recompute is not None and not self._recompute.done():

@@ -82,6 +82,8 @@ class Channel:
         self._pending = bytearray(early)
         self.counters = counters
         self.peer_said_goodbye = False
+        # a peer that reads nothing of what we send for this long is stalled (None: wait)
+        self.drain_timeout: float | None = None
 
     @property
     def remote(self) -> str:
@@ -96,7 +98,10 @@ class Channel:
         self.counters.bytes_out += len(data)
         self.writer.write(data)
         try:
-            await self.writer.drain()
+            await asyncio.wait_for(self.writer.drain(), self.drain_timeout)
+        except TimeoutError:
+            raise ProtocolError(f"the peer read nothing for {self.drain_timeout:g} s",
+                                code="peer-stalled") from None
         except (ConnectionError, OSError) as exc:
             raise ProtocolError(f"connection lost: {exc}", code="connection-lost") from None
 

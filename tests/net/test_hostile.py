@@ -365,6 +365,36 @@ def hold_hostile_appends(w: World) -> asyncio.Event:
     return gate
 
 
+async def test_a_live_peer_that_reads_nothing_is_dropped(world: World) -> None:
+    """The opposite flood: a live peer that wants the node's feed, pings, and never reads.
+    What the node pushes to it piles up until the socket is full; once nothing has drained
+    for the stall timeout the node ends the link (peer-stalled), so its queue stays bounded."""
+    w = world
+    ch = await connect(w)
+    await ch.send(Hello(VERSION, b"", True),
+                  Notes(MODE_FULL, True, (Entry(w.hid, make_note(0, True)),
+                                          Entry(w.node.id, make_note(0, True)))),
+                  Done(0))
+
+    async def pings() -> None:
+        with contextlib.suppress(FeedlogError):
+            while True:
+                await asyncio.sleep(0.5)
+                await ch.send(Ping())
+
+    pinger = asyncio.create_task(pings())
+    try:
+        for _ in range(6):  # ~6 MB pushed at it, far more than the sockets hold
+            await w.node.publish_many(["x" * 1000] * 1000)
+        res = await w.finished(limit=config().stall_timeout + 10)
+        assert res.error == "peer-stalled", res
+        assert not w.rep.links
+        await good_peer(w)
+    finally:
+        pinger.cancel()
+        ch.writer.transport.abort()
+
+
 async def test_flood_faster_than_we_store(world: World) -> None:
     """The store is held shut while the peer writes far more than the node may buffer: the node
     stops reading (TCP back-pressure), so what it took in stays bounded."""
