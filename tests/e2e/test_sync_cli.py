@@ -50,6 +50,23 @@ def homes(tmp_path: Path) -> Iterator[tuple[Path, Path, Server]]:
         server.proc.wait()
 
 
+def live_sync(home: Path, address: str) -> subprocess.Popen[str]:
+    """`feedlog sync ADDRESS --live` in ``home``, running."""
+    env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
+    return subprocess.Popen([*FEEDLOG, "--home", str(home), "sync", address, "--live"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def interrupt(proc: subprocess.Popen[str]) -> None:
+    """Ctrl-C, then wait for it (killed if it does not end)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def feed(home: Path, author: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = js(home, "feed", author)
     return out
@@ -105,9 +122,7 @@ def test_live_sync_receives_while_connected(homes: tuple[Path, Path, Server],
     js(a, "follow", cid)  # B replicates C at two hops, through A's follow
     server.stop()
     server = Server(a)
-    env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
-    live = subprocess.Popen([*FEEDLOG, "--home", str(b), "sync", server.address, "--live"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    live = live_sync(b, server.address)
     try:
         deadline = time.monotonic() + 20
         while len(feed(b, server.id)) < 2:  # B caught up with A (its follow of B and of C)
@@ -120,12 +135,7 @@ def test_live_sync_receives_while_connected(homes: tuple[Path, Path, Server],
             assert time.monotonic() < deadline, "the live push did not arrive"
             time.sleep(0.1)
     finally:
-        live.send_signal(signal.SIGINT)
-        try:
-            live.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            live.kill()
-            live.wait()
+        interrupt(live)
         assert server.stop() == 0
 
 
@@ -135,9 +145,7 @@ def test_publish_beside_serve_and_live_sync_reaches_the_other_side(
     another process writes the store, and each message still reaches the other side live."""
     a, b, server = homes
     bid = js(b, "whoami")["id"]
-    env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
-    live = subprocess.Popen([*FEEDLOG, "--home", str(b), "sync", server.address, "--live"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    live = live_sync(b, server.address)
     try:
         deadline = time.monotonic() + 20
         while len(feed(b, server.id)) < 1:  # B caught up with A (its follow of B)
@@ -150,12 +158,7 @@ def test_publish_beside_serve_and_live_sync_reaches_the_other_side(
                 assert time.monotonic() < deadline, f"{home.name}'s post never arrived"
                 time.sleep(0.05)
     finally:
-        live.send_signal(signal.SIGINT)
-        try:
-            live.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            live.kill()
-            live.wait()
+        interrupt(live)
         assert server.stop() == 0
 
 
@@ -165,9 +168,7 @@ def test_ctrl_c_and_failed_syncs_leave_the_peer_book_right(
     left connecting). A sync to a wrong port does not replace the peer's good address, and a
     sync with yourself does not put you in your own peer book."""
     _, b, server = homes
-    env = {k: v for k, v in os.environ.items() if k != "FEEDLOG_HOME"}
-    live = subprocess.Popen([*FEEDLOG, "--home", str(b), "sync", server.address, "--live"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    live = live_sync(b, server.address)
     deadline = time.monotonic() + 20
     while not [p for p in js(b, "peers") if p["state"] == "connected"]:
         assert live.poll() is None and time.monotonic() < deadline
