@@ -202,11 +202,7 @@ class Link:
             s = await self._start()
         except FeedlogError as exc:  # our store failed before the session began
             self.rep.links.discard(self)
-            self.result.error, self.result.message = exc.code, exc.message
-            with contextlib.suppress(FeedlogError):
-                if not isinstance(exc, LocalError):
-                    await self.channel.send(Error(exc.code, exc.message[:500]))
-                await self.channel.say_goodbye()
+            await self._leave(exc)
             await self.channel.close(goodbye=False)
             return self.result
         self.channel.drain_timeout = self.rep.config.stall_timeout
@@ -449,16 +445,21 @@ class Link:
                 self._ended.set()
                 return
             except FeedlogError as exc:  # our store failed (a baseline save, a range read)
-                if self.result.error is None:
-                    self.result.error, self.result.message = exc.code, exc.message
                 if self.session is not None:
                     self.session.fail(exc.code, exc.message)
-                with contextlib.suppress(FeedlogError):
-                    if not isinstance(exc, LocalError):
-                        await self.channel.send(Error(exc.code, exc.message[:500]))
-                    await self.channel.say_goodbye()
+                await self._leave(exc)
                 self._ended.set()
                 return
+
+    async def _leave(self, exc: FeedlogError) -> None:
+        """Our own failure ends the link: its code to the peer (not a local one's, §10.4),
+        then the goodbye."""
+        if self.result.error is None:
+            self.result.error, self.result.message = exc.code, exc.message
+        with contextlib.suppress(FeedlogError):
+            if not isinstance(exc, LocalError):
+                await self.channel.send(Error(exc.code, exc.message[:500]))
+            await self.channel.say_goodbye()
 
     def _ping_every(self) -> float | None:
         """How long the writer may stay silent: the ping interval once live, and a third of
