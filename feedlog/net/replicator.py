@@ -158,6 +158,7 @@ class Link:
         # what this node stored while the session was being set up (after its snapshot)
         self._early: dict[FeedId, tuple[int, bytes | None]] = {}
         self._early_changed = False
+        self._failed_early: tuple[str, str, bool] | None = None  # fail() during the set-up
 
     @property
     def peer(self) -> FeedId:
@@ -209,6 +210,9 @@ class Link:
         writer = asyncio.create_task(self._writer())
         try:
             self._dispatch(s.start())
+            if self._failed_early is not None:
+                code, message, tell = self._failed_early
+                self.fail(code, message, tell_peer=tell)
             await self._reader()
         except FeedlogError as exc:
             self.fail(exc.code, exc.message, tell_peer=not isinstance(exc, LocalError))
@@ -343,7 +347,10 @@ class Link:
 
     def fail(self, code: str, message: str, *, tell_peer: bool = True) -> None:
         """End this connection with ``code`` (sent to the peer in an ERROR frame)."""
-        if self.session is None or self.session.closed:
+        if self.session is None:  # still being set up: it ends so as soon as it begins
+            self._failed_early = (code, message, tell_peer)
+            return
+        if self.session.closed:
             self._ended.set()
             return
         effects = self.session.fail(code, message)

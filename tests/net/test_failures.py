@@ -171,3 +171,34 @@ async def test_what_is_stored_while_a_link_is_set_up_is_pushed(
     srv.server.close()
     for n in (a, b):
         await n.close()
+
+
+async def test_a_link_failed_during_its_set_up_ends_with_that_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shutdown that comes while a link is still being set up: the link ends with the code
+    as soon as its session begins, and the peer is told."""
+    a, b = await nodes(tmp_path, "a", "b")
+    await a.follow(b.id)
+    await b.follow(a.id)
+    srv = await serve(a)
+    real = a.store.peer_baseline
+    in_set_up, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_baseline(*args: Any) -> Any:
+        in_set_up.set()
+        await go_on.wait()
+        return await real(*args)
+
+    monkeypatch.setattr(a.store, "peer_baseline", slow_baseline)
+    task = asyncio.create_task(Replicator(b).connect(srv.address, live=True))
+    await asyncio.wait_for(in_set_up.wait(), 10)
+    for link in list(srv.rep.links):
+        link.fail("shutting-down", "the server is shutting down")
+    go_on.set()
+    res = await asyncio.wait_for(task, 10)
+    assert res.error == "peer-shutting-down", res
+    (theirs,) = await srv.ended()
+    assert theirs.error == "shutting-down", theirs
+    srv.server.close()
+    for n in (a, b):
+        await n.close()
