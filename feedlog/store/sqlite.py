@@ -211,6 +211,8 @@ def _store_error(exc: BaseException, path: Path) -> StoreError:
         return StoreError(f"{path.parent} is read-only; feedlog needs to write there, even to "
                           "read (SQLite keeps its lock files next to the store)",
                           code="store-read-only")
+    if "closed database" in text:  # closed while a statement was on its way
+        return StoreError(f"{path} is closed", code="store-closed")
     if "malformed" in text or "corrupt" in text:
         return StoreError(f"{path} is corrupt: {text}", code="store-corrupt")
     if "locked" in text or "busy" in text:

@@ -249,6 +249,13 @@ async def test_sqlite_closed_store_refuses_with_a_code(tmp_path: Path) -> None:
     info = await s.feed(FeedId(k.public))
     assert info is not None and info.seq == 2
     await s.close()
+    # a statement already on its way when the store closed meets sqlite3's own error
+    import sqlite3
+
+    from feedlog.store.sqlite import _store_error
+
+    exc = sqlite3.ProgrammingError("Cannot operate on a closed database.")
+    assert _store_error(exc, tmp_path / "db.sqlite3").code == "store-closed"
 
 
 async def test_sqlite_full_disk_keeps_store_intact(tmp_path: Path) -> None:
