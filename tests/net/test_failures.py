@@ -38,6 +38,22 @@ async def free_disk(node: Node) -> None:
     await store.set_max_pages(10**7)
 
 
+def hold_set_up(node: Node, monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event,
+                                                                      asyncio.Event]:
+    """Hold each link ``node`` sets up after its snapshot of this node's feeds (reading the
+    peer's baseline): the first event is set once one is held, setting the second lets go."""
+    real = node.store.peer_baseline
+    held, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_baseline(*args: Any) -> Any:
+        held.set()
+        await go_on.wait()
+        return await real(*args)
+
+    monkeypatch.setattr(node.store, "peer_baseline", slow_baseline)
+    return held, go_on
+
+
 async def test_a_full_disk_in_a_long_catch_up_ends_the_link_and_nothing_hangs(
         tmp_path: Path) -> None:
     """The disk fills while batches wait for storing (the ingest queue full): B ends the link
@@ -147,15 +163,7 @@ async def test_what_is_stored_while_a_link_is_set_up_is_pushed(
     await a.follow(b.id)
     await b.follow(a.id)
     srv = await serve(a)
-    real = a.store.peer_baseline
-    in_set_up, published = asyncio.Event(), asyncio.Event()
-
-    async def slow_baseline(*args: Any) -> Any:
-        in_set_up.set()  # the snapshot of this node's feeds is taken: hold the set-up here
-        await published.wait()
-        return await real(*args)
-
-    monkeypatch.setattr(a.store, "peer_baseline", slow_baseline)
+    in_set_up, published = hold_set_up(a, monkeypatch)
     rb = Replicator(b)
     task = asyncio.create_task(rb.connect(srv.address, live=True))
     await asyncio.wait_for(in_set_up.wait(), 10)
@@ -181,15 +189,7 @@ async def test_a_link_failed_during_its_set_up_ends_with_that_code(
     await a.follow(b.id)
     await b.follow(a.id)
     srv = await serve(a)
-    real = a.store.peer_baseline
-    in_set_up, go_on = asyncio.Event(), asyncio.Event()
-
-    async def slow_baseline(*args: Any) -> Any:
-        in_set_up.set()
-        await go_on.wait()
-        return await real(*args)
-
-    monkeypatch.setattr(a.store, "peer_baseline", slow_baseline)
+    in_set_up, go_on = hold_set_up(a, monkeypatch)
     task = asyncio.create_task(Replicator(b).connect(srv.address, live=True))
     await asyncio.wait_for(in_set_up.wait(), 10)
     for link in list(srv.rep.links):
