@@ -57,8 +57,7 @@ def sync(client: Path, server: Path) -> None:
             # the link finish (it places new group posts) before the homes are closed
             listener.close()
             await listener.wait_closed()
-            while served.links:
-                await asyncio.sleep(0.01)
+            await served.wait_links(10)
             return f"received {res.added}, sent {res.sent}"
         finally:
             served.close()
