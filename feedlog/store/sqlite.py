@@ -487,6 +487,15 @@ class SqliteStore:
                 return list(await cur.fetchall())
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from None
+        except ValueError as exc:
+            raise self._closed_under_us(exc) from None
+
+    def _closed_under_us(self, exc: ValueError) -> BaseException:
+        """aiosqlite's ValueError for a statement that met the connection closed (a close
+        while it was on its way) is ``store-closed``; any other ValueError stays itself."""
+        if str(exc) in ("Connection closed", "no active connection"):
+            return StoreError(f"{self.path} is closed", code="store-closed")
+        return exc
 
     async def close(self) -> None:
         """Close the connection (again: nothing). Statements already started finish; any
@@ -522,6 +531,8 @@ class SqliteStore:
                 raise
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from None
+        except ValueError as exc:
+            raise self._closed_under_us(exc) from None
 
     async def set_max_pages(self, pages: int) -> None:
         """Cap the database size (tests of a full disk)."""

@@ -256,6 +256,11 @@ async def test_sqlite_closed_store_refuses_with_a_code(tmp_path: Path) -> None:
 
     exc = sqlite3.ProgrammingError("Cannot operate on a closed database.")
     assert _store_error(exc, tmp_path / "db.sqlite3").code == "store-closed"
+    # ... or aiosqlite's, once the connection is gone; other ValueErrors stay what they are
+    gone = s._closed_under_us(ValueError("Connection closed"))
+    assert isinstance(gone, StoreError) and gone.code == "store-closed"
+    other = ValueError("something else")
+    assert s._closed_under_us(other) is other
 
 
 async def test_sqlite_full_disk_keeps_store_intact(tmp_path: Path) -> None:
