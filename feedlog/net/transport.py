@@ -98,7 +98,10 @@ class Channel:
         self.counters.bytes_out += len(data)
         self.writer.write(data)
         try:
-            await asyncio.wait_for(self.writer.drain(), self.drain_timeout)
+            if self.drain_timeout is None:
+                await self.writer.drain()
+            else:
+                await asyncio.wait_for(self.writer.drain(), self.drain_timeout)
         except TimeoutError:
             raise ProtocolError(f"the peer read nothing for {self.drain_timeout:g} s",
                                 code="peer-stalled") from None

@@ -194,6 +194,11 @@ def _id_args(version: int, msg_id: bytes) -> tuple[Any, ...]:
     return (msg_id,) if version == 1 else (id_prefix(msg_id), msg_id)
 
 
+def _closed(path: Path) -> StoreError:
+    """The one error for any use of a closed store (spec/feed.md §10)."""
+    return StoreError(f"{path} is closed", code="store-closed")
+
+
 def _store_error(exc: BaseException, path: Path) -> StoreError:
     text = str(exc)
     name = str(getattr(exc, "sqlite_errorname", ""))
@@ -212,7 +217,7 @@ def _store_error(exc: BaseException, path: Path) -> StoreError:
                           "read (SQLite keeps its lock files next to the store)",
                           code="store-read-only")
     if "closed database" in text:  # closed while a statement was on its way
-        return StoreError(f"{path} is closed", code="store-closed")
+        return _closed(path)
     if "malformed" in text or "corrupt" in text:
         return StoreError(f"{path} is corrupt: {text}", code="store-corrupt")
     if "locked" in text or "busy" in text:
@@ -231,7 +236,7 @@ class _Closed:
         self._path = path
 
     def __getattr__(self, name: str) -> Any:
-        raise StoreError(f"{self._path} is closed", code="store-closed")
+        raise _closed(self._path)
 
 
 def _free_bytes(path: Path) -> int:
@@ -494,7 +499,7 @@ class SqliteStore:
         """aiosqlite's ValueError for a statement that met the connection closed (a close
         while it was on its way) is ``store-closed``; any other ValueError stays itself."""
         if str(exc) in ("Connection closed", "no active connection"):
-            return StoreError(f"{self.path} is closed", code="store-closed")
+            return _closed(self.path)
         return exc
 
     async def close(self) -> None:
