@@ -1,10 +1,11 @@
-"""Schema 1 -> 2 of the SQLite store (store/sqlite.py ``_migrate_from_1``).
+"""Schema 1 or 2 -> 3 of the SQLite store (store/sqlite.py ``_migrate``).
 
-A schema-1 store is made by taking a schema-2 store and rebuilding its messages table the way
-schema 1 defined it (``UNIQUE (id)``, no ``idp``): the other tables did not change between the
-two. Opening it for writing must migrate it in place, keeping every message, its rx (arrival
-order, which group read markers point into) and the indexes that read by id; an interrupted
-migration must leave schema 1 intact; a schema-1 store opened read-only is read as it is.
+An older store is made by taking a schema-3 store and rebuilding its messages table the way
+that schema defined it (schema 1: ``UNIQUE (id)``, no ``idp``; schema 2: ``idp``; both with the
+author, id and timestamp as columns, and no ``feed_keys``): the other tables did not change.
+Opening it for writing must migrate it in place, keeping every message, its rx (arrival order,
+which group read markers point into) and the indexes reads use; an interrupted migration must
+leave the old schema intact; an old store opened read-only is read as it is.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from feedlog.core.errors import StoreError
 from feedlog.core.group_content import group_content, post_content
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import FeedState, Message, create
+from feedlog.core.validate import decode_message
 from feedlog.core.view import MsgRef
 from feedlog.store import SqliteStore
 from feedlog.store.sqlite import id_prefix
 from tests.conftest import keypair
 
-SCHEMA_1_MESSAGES = """CREATE TABLE messages (
+OLD_MESSAGES = {
+    1: """CREATE TABLE messages (
         rx INTEGER PRIMARY KEY,
         author BLOB NOT NULL,
         seq INTEGER NOT NULL,
@@ -34,7 +37,20 @@ SCHEMA_1_MESSAGES = """CREATE TABLE messages (
         type TEXT,
         raw BLOB NOT NULL,
         UNIQUE (author, seq)
-    )"""
+    )""",
+    2: """CREATE TABLE messages (
+        rx INTEGER PRIMARY KEY,
+        author BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        id BLOB NOT NULL,
+        idp INTEGER NOT NULL,
+        timestamp INTEGER NOT NULL,
+        type TEXT,
+        raw BLOB NOT NULL,
+        UNIQUE (author, seq)
+    )""",
+}
+OLD = pytest.mark.parametrize("version", [1, 2])
 
 
 def feed_with_group(n: int) -> list[Message]:
@@ -54,18 +70,29 @@ def feed_with_group(n: int) -> list[Message]:
     return out
 
 
-def downgrade_to_1(path: Path) -> None:
-    """Schema 1's messages table, with gaps in rx (as messages of a feed refused later leave)
-    so that a migration renumbering the rows would show."""
+def downgrade(path: Path, version: int) -> None:
+    """Schema ``version``'s messages table, with gaps in rx (as messages of a feed refused
+    later leave) so that a migration renumbering the rows would show."""
     c = sqlite3.connect(path, isolation_level=None)
+    rows = c.execute("SELECT rx, type, raw FROM messages ORDER BY rx").fetchall()
     c.execute("BEGIN")
-    c.execute(SCHEMA_1_MESSAGES.replace("TABLE messages", "TABLE messages_v1"))
-    c.execute("INSERT INTO messages_v1 (rx, author, seq, id, timestamp, type, raw) "
-              "SELECT 3 * rx, author, seq, id, timestamp, type, raw FROM messages")
-    c.execute("UPDATE group_posts SET rx = 3 * rx")
     c.execute("DROP TABLE messages")
-    c.execute("ALTER TABLE messages_v1 RENAME TO messages")
-    c.execute("PRAGMA user_version = 1")
+    c.execute("DROP TABLE feed_keys")
+    c.execute(OLD_MESSAGES[version])
+    for rx, typ, raw in rows:
+        m = decode_message(raw)
+        if version == 1:
+            c.execute("INSERT INTO messages (rx, author, seq, id, timestamp, type, raw) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (3 * rx, m.author, m.seq, m.id, m.timestamp, typ, raw))
+        else:
+            c.execute("INSERT INTO messages (rx, author, seq, id, idp, timestamp, type, raw) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                      (3 * rx, m.author, m.seq, m.id, id_prefix(m.id), m.timestamp, typ, raw))
+    if version == 2:
+        c.execute("CREATE INDEX messages_by_idp ON messages (idp)")
+    c.execute("UPDATE group_posts SET rx = 3 * rx")
+    c.execute(f"PRAGMA user_version = {version}")
     c.execute("COMMIT")
     c.execute("VACUUM")  # no free pages left over from the rebuild
     c.close()
@@ -73,12 +100,15 @@ def downgrade_to_1(path: Path) -> None:
 
 def inspect(path: Path) -> dict[str, Any]:
     c = sqlite3.connect(path)
+    version = c.execute("PRAGMA user_version").fetchone()[0]
+    rows = ("SELECT rx, author, seq, type, raw FROM messages" if version < 3 else
+            "SELECT m.rx, k.author, m.seq, m.type, m.raw FROM messages m "
+            "JOIN feed_keys k ON k.n = m.feed")
     out = {
-        "version": c.execute("PRAGMA user_version").fetchone()[0],
+        "version": version,
         "columns": [r[1] for r in c.execute("PRAGMA table_info(messages)")],
         "indexes": sorted(r[1] for r in c.execute("PRAGMA index_list(messages)")),
-        "rows": c.execute("SELECT rx, author, seq, id, timestamp, type, raw FROM messages "
-                          "ORDER BY rx").fetchall(),
+        "rows": c.execute(rows + " ORDER BY rx").fetchall(),
         "posts": c.execute("SELECT rx, id FROM group_posts ORDER BY rx").fetchall(),
         "integrity": c.execute("PRAGMA integrity_check").fetchone()[0],
     }
@@ -86,29 +116,35 @@ def inspect(path: Path) -> dict[str, Any]:
     return out
 
 
-async def make_v1(tmp_path: Path, n: int) -> tuple[Path, list[Message], dict[str, Any]]:
-    """A schema-1 store holding a feed of ``n + 1`` messages with a group; what it holds."""
+async def make_old(tmp_path: Path, n: int, version: int
+                   ) -> tuple[Path, list[Message], dict[str, Any]]:
+    """A schema-``version`` store holding a feed of ``n + 1`` messages with a group; what it
+    holds."""
     path = tmp_path / "db.sqlite3"
     msgs = feed_with_group(n)
     s = await SqliteStore.open(path)
     await s.append(msgs)
     await s.close()
-    downgrade_to_1(path)
+    downgrade(path, version)
     before = inspect(path)
-    assert before["version"] == 1 and "idp" not in before["columns"]
+    assert before["version"] == version and "feed" not in before["columns"]
+    assert ("idp" in before["columns"]) == (version == 2)
     assert len(before["rows"]) == len(msgs) and before["posts"]
     return path, msgs, before
 
 
-async def test_a_schema_1_store_is_migrated_when_opened(tmp_path: Path) -> None:
-    path, msgs, before = await make_v1(tmp_path, 60)
+@OLD
+async def test_an_old_store_is_migrated_when_opened(tmp_path: Path, version: int) -> None:
+    path, msgs, before = await make_old(tmp_path, 60, version)
 
     s = await SqliteStore.open(path)
-    assert s.version == 2
+    assert s.version == 3
     # compacted after the copy: the old table's pages are given back, not left free
     assert await s._scalar("PRAGMA freelist_count") == 0
-    for m in msgs:  # found through the new index
+    for m in msgs:  # found through the new indexes
         assert await s.get(m.id) == m.raw
+        assert await s.get_seq(m.author, m.seq) == m.raw
+    assert await s.range(msgs[0].author, 5, 9) == [m.raw for m in msgs[4:9]]
     assert await s.get(MsgId(bytes(32))) is None
     more = feed_with_group(90)[61:]  # the same feed, continued
     await s.append(more)
@@ -117,24 +153,27 @@ async def test_a_schema_1_store_is_migrated_when_opened(tmp_path: Path) -> None:
     await s.close()
 
     after = inspect(path)
-    assert after["version"] == 2 and after["integrity"] == "ok"
+    assert after["version"] == 3 and after["integrity"] == "ok"
+    assert after["columns"] == ["rx", "feed", "seq", "idp", "type", "raw"]
     assert after["rows"][: len(msgs)] == before["rows"]  # same rx, same bytes
     assert before["rows"][1][0] == 6  # the gaps were there to keep
     assert after["posts"][: len(before["posts"])] == before["posts"]
     assert len(after["posts"]) > len(before["posts"])
-    # no unique index on id any more, one on idp instead, which lookups by id use
+    # the idp index and the (feed, seq) one, which lookups by id and reads of a feed use
     c = sqlite3.connect(path)
     cols = {name: [r[2] for r in c.execute(f"PRAGMA index_info('{name}')")]
             for name in after["indexes"]}
-    idps = dict(c.execute("SELECT id, idp FROM messages"))
+    idps = c.execute("SELECT idp, raw FROM messages").fetchall()
     plan = " ".join(str(r) for r in c.execute(
-        "EXPLAIN QUERY PLAN SELECT raw FROM messages WHERE idp = ? AND id = ?", (1, b"")))
+        "EXPLAIN QUERY PLAN SELECT raw FROM messages WHERE idp = ?", (1,)))
     # every group post, old or appended after the migration, has its message's rx
-    mismatched = c.execute("SELECT count(*) FROM group_posts g LEFT JOIN messages m "
-                           "ON m.id = g.id WHERE m.rx IS NOT g.rx").fetchone()[0]
+    mismatched = c.execute(
+        "SELECT count(*) FROM group_posts g LEFT JOIN feed_keys k ON k.author = g.author "
+        "LEFT JOIN messages m ON m.feed = k.n AND m.seq = g.seq "
+        "WHERE m.rx IS NOT g.rx").fetchone()[0]
     c.close()
-    assert ["id"] not in cols.values() and ["idp"] in cols.values()
-    assert all(idp == id_prefix(i) for i, idp in idps.items())
+    assert sorted(cols.values()) == [["feed", "seq"], ["idp"]]
+    assert all(idp == id_prefix(decode_message(raw).id) for idp, raw in idps)
     assert "messages_by_idp" in plan
     assert mismatched == 0
     # opening again changes nothing
@@ -143,33 +182,41 @@ async def test_a_schema_1_store_is_migrated_when_opened(tmp_path: Path) -> None:
     assert inspect(path) == after
 
 
-async def test_a_migration_that_runs_out_of_space_leaves_schema_1_intact(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path, msgs, before = await make_v1(tmp_path, 300)
-    original = SqliteStore._migrate_from_1
+@OLD
+async def test_a_migration_that_runs_out_of_space_leaves_the_old_schema_intact(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int) -> None:
+    path, msgs, before = await make_old(tmp_path, 300, version)
+    original = SqliteStore._migrate
 
-    async def on_a_full_disk(self: SqliteStore) -> None:
+    async def on_a_full_disk(self: SqliteStore, version: int) -> None:
         pages = await self._scalar("PRAGMA page_count")
         await self._db.execute(f"PRAGMA max_page_count = {pages + 2}")
-        await original(self)
+        await original(self, version)
 
-    monkeypatch.setattr(SqliteStore, "_migrate_from_1", on_a_full_disk)
+    monkeypatch.setattr(SqliteStore, "_migrate", on_a_full_disk)
     with pytest.raises(StoreError) as e:
         await SqliteStore.open(path)
     assert e.value.code == "disk-full"
     assert inspect(path) == before
 
-    monkeypatch.setattr(SqliteStore, "_migrate_from_1", original)
+    monkeypatch.setattr(SqliteStore, "_migrate", original)
     s = await SqliteStore.open(path)
-    assert s.version == 2 and await s.get(msgs[-1].id) == msgs[-1].raw
+    assert s.version == 3 and await s.get(msgs[-1].id) == msgs[-1].raw
     await s.close()
 
 
-async def test_a_schema_1_store_opened_read_only_is_read_as_it_is(tmp_path: Path) -> None:
-    path, msgs, before = await make_v1(tmp_path, 10)
+@OLD
+async def test_an_old_store_opened_read_only_is_read_as_it_is(tmp_path: Path,
+                                                               version: int) -> None:
+    path, msgs, before = await make_old(tmp_path, 10, version)
     s = await SqliteStore._open_immutable(path)
-    assert s.version == 1
+    assert s.version == version
     assert [await s.get(m.id) for m in msgs] == [m.raw for m in msgs]
+    assert await s.get(MsgId(bytes(32))) is None
+    assert [await s.get_seq(m.author, m.seq) for m in msgs] == [m.raw for m in msgs]
+    assert await s.range(msgs[0].author, 2, 4) == [m.raw for m in msgs[1:4]]
+    assert await s.count() == len(msgs)
+    assert await s.integrity_check() == []
     await s.close()
     assert inspect(path) == before
 
@@ -183,4 +230,16 @@ async def test_a_wrong_idp_is_reported_by_the_integrity_check(tmp_path: Path) ->
     await s._db.execute("UPDATE messages SET idp = idp + 1 WHERE seq = 3")
     assert await s.get(msgs[2].id) is None  # what a wrong idp does: the message is not found
     assert await s.integrity_check() == ["1 messages with an idp that is not their id's"]
+    await s.close()
+
+
+async def test_a_wrong_feed_key_is_reported_by_the_integrity_check(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    msgs = feed_with_group(5)
+    s = await SqliteStore.open(path)
+    await s.append(msgs)
+    await s._db.execute("UPDATE messages SET feed = feed + 1 WHERE seq = 3")
+    assert await s.get_seq(msgs[2].author, 3) is None  # filed under a feed that is not its
+    assert await s.get(msgs[2].id) == msgs[2].raw  # still found by its id
+    assert await s.integrity_check() == ["1 messages with a feed key that is not their author's"]
     await s.close()
