@@ -248,6 +248,28 @@ def _post(c: bytes) -> dict[str, str] | None:
         return None
 
 
+def stored_fields(raw: bytes) -> tuple[MsgId, FeedId, int] | None:
+    """(id, author, seq) of a stored message, read from its header alone: what a store files
+    the message under, and checks its rows against (a message whose content or signature was
+    damaged keeps its id). Nothing else is checked. None when ``raw`` does not begin as a
+    message (spec/feed.md §4) does."""
+    try:
+        if raw[0] != 0x83:
+            return None
+        n, p = _bstr_head(raw, 1)
+        if n < 37:  # (and never a slice of negative length: compiled, that is a SystemError)
+            return None
+        header = raw[p : p + n]
+        if len(header) != n or header[:4] != _HEADER_START:
+            return None
+        seq, _ = _uint(header, 36)
+    except IndexError:
+        return None
+    if seq <= 0:
+        return None
+    return MsgId(sha256(ID_TAG + header).digest()), FeedId(header[4:36]), seq
+
+
 def decode_message_reference(raw: bytes) -> Message:
     """``decode_message`` by the general path only (the definition the fast path must match)."""
     if len(raw) > MAX_MESSAGE_SIZE:

@@ -21,11 +21,11 @@ from typing import Any, cast
 
 import aiosqlite
 
-from feedlog.core.errors import InvalidMessage, StoreError
+from feedlog.core.errors import StoreError
 from feedlog.core.fork import ForkProof
 from feedlog.core.ids import FeedId, MsgId
 from feedlog.core.message import Message
-from feedlog.core.validate import decode_message
+from feedlog.core.validate import decode_message, stored_fields
 from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.store.base import (
     BaselineTable,
@@ -209,22 +209,29 @@ def _of_feed(version: int) -> str:
     return "author = ?" if version < 3 else "feed = (SELECT n FROM feed_keys WHERE author = ?)"
 
 
-def _id_of(raw: bytes) -> MsgId | None:
-    try:
-        return decode_message(raw).id
-    except InvalidMessage:  # a damaged row (integrity_check reports it): no id to match
-        return None
+def _fields(raw: object) -> tuple[MsgId, FeedId, int] | None:
+    """What a stored row's bytes say it is (from the header alone: a message whose content was
+    damaged keeps its id); None for bytes that do not begin as a message."""
+    return stored_fields(raw) if isinstance(raw, bytes) else None
+
+
+def _id_of(raw: object) -> MsgId | None:
+    f = _fields(raw)
+    return None if f is None else f[0]
+
+
+def _author_of(raw: object) -> FeedId | None:
+    f = _fields(raw)
+    return None if f is None else f[1]
+
+
+def _seq_of(raw: object) -> int | None:
+    f = _fields(raw)
+    return None if f is None else f[2]
 
 
 def _id_prefix_or_null(msg_id: bytes | None) -> int | None:
     return None if msg_id is None else id_prefix(msg_id)
-
-
-def _author_of(raw: bytes) -> bytes | None:
-    try:
-        return decode_message(raw).author
-    except InvalidMessage:
-        return None
 
 
 def _closed(path: Path) -> StoreError:
@@ -443,13 +450,15 @@ class SqliteStore:
 
     async def _add_functions(self) -> None:
         """SQL functions of this connection: ``feedlog_id_prefix(id)`` is ``id_prefix`` (the
-        migration from schema 1 fills ``idp`` with it); ``feedlog_id_of(raw)`` and
-        ``feedlog_author_of(raw)`` decode a stored message (``integrity_check`` checks each
-        row's ``idp`` and feed key against them; NULL for a row that does not decode)."""
+        migration from schema 1 fills ``idp`` with it); ``feedlog_id_of(raw)``,
+        ``feedlog_author_of(raw)`` and ``feedlog_seq_of(raw)`` read a stored message's header
+        (``integrity_check`` checks each row against them; NULL for bytes that are not a
+        message)."""
         db = self._db
         await db.create_function("feedlog_id_prefix", 1, _id_prefix_or_null, deterministic=True)
         await db.create_function("feedlog_id_of", 1, _id_of, deterministic=True)
         await db.create_function("feedlog_author_of", 1, _author_of, deterministic=True)
+        await db.create_function("feedlog_seq_of", 1, _seq_of, deterministic=True)
 
     async def _setup(self) -> None:
         db = self._db
@@ -507,6 +516,10 @@ class SqliteStore:
         db = self._db
         await db.execute("BEGIN IMMEDIATE")
         try:
+            # another process may have migrated it since our caller read the version
+            if await self._scalar("PRAGMA user_version") != version:
+                await db.execute("ROLLBACK")
+                return
             await db.execute(_FEED_KEYS_TABLE)
             await db.execute("INSERT INTO feed_keys (author) SELECT author FROM messages "
                              "GROUP BY author ORDER BY min(rx)")
@@ -709,7 +722,7 @@ class SqliteStore:
     async def get(self, msg_id: MsgId) -> bytes | None:
         sql, args = _by_id(self.version, msg_id)
         for (raw,) in await self._rows(sql, args):
-            if self.version < 3 or _id_of(bytes(raw)) == msg_id:
+            if self.version < 3 or _id_of(raw) == msg_id:
                 return bytes(raw)
         return None
 
@@ -930,9 +943,9 @@ class SqliteStore:
     async def integrity_check(self) -> list[str]:
         rows = await self._rows("PRAGMA integrity_check")
         problems = [str(r[0]) for r in rows if r[0] != "ok"]
-        # A wrong idp hides its message from lookups by id, a wrong feed key from reads of its
-        # feed. In schema 3 both are checked against the stored bytes (a row that does not
-        # decode fails both; ``feedlog verify`` says what is wrong with it).
+        # A wrong idp hides its message from lookups by id, a wrong feed key or seq from reads
+        # of its feed. In schema 3 they are checked against the header in the stored bytes
+        # (``feedlog verify`` checks the rest of each message).
         checks = {
             2: {"an idp that is not their id's":
                 "SELECT count(*) FROM messages WHERE idp != feedlog_id_prefix(id)"},
@@ -941,7 +954,9 @@ class SqliteStore:
                 "feedlog_id_prefix(feedlog_id_of(raw))",
                 "a feed key that is not their author's":
                 "SELECT count(*) FROM messages m LEFT JOIN feed_keys k ON k.n = m.feed "
-                "WHERE k.author IS NOT feedlog_author_of(m.raw)"},
+                "WHERE k.author IS NOT feedlog_author_of(m.raw)",
+                "a seq that is not their header's":
+                "SELECT count(*) FROM messages WHERE seq IS NOT feedlog_seq_of(raw)"},
         }
         for what, sql in checks.get(self.version, {}).items():
             n = (await self._rows(sql))[0][0]
