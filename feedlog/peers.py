@@ -4,7 +4,8 @@ with them went (README "LAN"; ``feedlog peers`` prints it).
 It is a thin layer over the Store's peer methods that reads the clock, so the stores stay
 clock-free and testable. A peer is keyed by its feed id: the same person moving to another
 address updates one row. ``note_state`` on a peer never seen (one that dialled us) creates a
-row with source "inbound" and no address.
+row with source "inbound" and no address. A connection (state "connected" or "synced") also
+counts as seeing the peer: ``last_seen`` is then the time it was noted.
 """
 
 from __future__ import annotations

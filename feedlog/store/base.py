@@ -55,10 +55,15 @@ class ContactRow:
     kind: str
 
 
+# Peer states that prove the peer is there (a connection): noting one also stamps last_seen.
+IN_CONTACT = frozenset({"connected", "synced"})
+
+
 @dataclass(frozen=True, slots=True)
 class PeerRecord:
     """A peer this node has seen or been told about (feedlog/peers.py). Times are ms since the
-    epoch; ``source`` is "lan", "manual" or "inbound"; ``state`` is the last one noted
+    epoch; ``last_seen`` is the last announcement, address given by hand or connection;
+    ``source`` is "lan", "manual" or "inbound"; ``state`` is the last one noted
     ("discovered", "connecting", "connected", "synced", "disconnected", "unreachable")."""
 
     feed: FeedId

@@ -10,6 +10,7 @@ from feedlog.core.message import Message
 from feedlog.core.validate import decode_message
 from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.store.base import (
+    IN_CONTACT,
     BaselineTable,
     ContactRow,
     FeedInfo,
@@ -181,7 +182,8 @@ class MemoryStore:
     async def peer_state(self, feed: FeedId, state: str, when: int, *, synced: bool) -> None:
         old = self._peers.get(feed) or PeerRecord(feed, "", 0, "inbound", None, None, state)
         self._peers[feed] = PeerRecord(
-            feed, old.host, old.port, old.source, old.last_seen,
+            feed, old.host, old.port, old.source,
+            when if state in IN_CONTACT else old.last_seen,
             when if synced else old.last_synced, state)
 
     async def peers(self) -> list[PeerRecord]:

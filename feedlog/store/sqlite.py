@@ -28,6 +28,7 @@ from feedlog.core.message import Message
 from feedlog.core.validate import decode_message, stored_fields
 from feedlog.core.view import GroupMessage, GroupRoot
 from feedlog.store.base import (
+    IN_CONTACT,
     BaselineTable,
     ContactRow,
     FeedInfo,
@@ -195,7 +196,7 @@ def id_prefix(msg_id: bytes) -> int:
 # see _open_immutable) keeps its schema and is read with that schema's statements.
 def _by_id(version: int, msg_id: bytes) -> tuple[str, tuple[Any, ...]]:
     """The statement and parameters for the raw of message ``msg_id``: in schema 3, of every
-    message with its id's prefix (``_matching`` keeps the one with its id)."""
+    message with its id's prefix (``get`` keeps the one whose id it is)."""
     if version == 1:
         return "SELECT raw FROM messages WHERE id = ?", (msg_id,)
     if version == 2:
@@ -794,11 +795,12 @@ class SqliteStore:
     async def peer_state(self, feed: FeedId, state: str, when: int, *, synced: bool) -> None:
         async with self._transaction() as db:
             await db.execute(
-                "INSERT INTO peers (feed, host, port, source, last_synced, state) "
-                "VALUES (?, '', 0, 'inbound', ?, ?) ON CONFLICT (feed) DO UPDATE SET "
+                "INSERT INTO peers (feed, host, port, source, last_seen, last_synced, state) "
+                "VALUES (?, '', 0, 'inbound', ?, ?, ?) ON CONFLICT (feed) DO UPDATE SET "
                 "state = excluded.state, "
+                "last_seen = coalesce(excluded.last_seen, peers.last_seen), "
                 "last_synced = coalesce(excluded.last_synced, peers.last_synced)",
-                (feed, when if synced else None, state))
+                (feed, when if state in IN_CONTACT else None, when if synced else None, state))
 
     async def peers(self) -> list[PeerRecord]:
         rows = await self._rows(

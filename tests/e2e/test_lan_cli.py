@@ -38,14 +38,14 @@ def test_peers_lists_the_book_with_names(tmp_path: Path) -> None:
     rows = {r["id"]: r for r in js(h, "peers")}
     b = rows[feed_id_text(bob.public)]
     assert b == {"id": feed_id_text(bob.public), "name": "Bob", "host": "10.200.0.2",
-                 "port": 8008, "source": "lan", "last_seen": 1_767_225_600_000,
+                 "port": 8008, "source": "lan", "last_seen": 1_767_225_660_000,  # the sync
                  "last_synced": 1_767_225_660_000, "state": "synced"}
     c = rows[feed_id_text(carol.public)]
-    assert (c["name"], c["host"], c["port"], c["source"], c["last_seen"]) == (
-        None, None, None, "inbound", None)
+    assert (c["name"], c["host"], c["port"], c["source"], c["last_seen"], c["last_synced"]) == (
+        None, None, None, "inbound", 1_767_225_700_000, None)  # seen when it dialled us
     text = run(h, "peers").stdout
     assert "Bob" in text and "10.200.0.2:8008" in text and "synced" in text
-    assert "never" in text  # carol: never seen
+    assert "synced never" in text  # carol
 
 
 def test_doctor_on_loopback_reports_codes(tmp_path: Path) -> None:

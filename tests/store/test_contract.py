@@ -163,17 +163,20 @@ class TestStoreContract:
                                                   "discovered")]
         await store.peer_state(a, "connected", 1100, synced=False)
         await store.peer_state(a, "synced", 1200, synced=True)
+        rows = {r.feed: r for r in await store.peers()}
+        assert rows[a] == PeerRecord(a, "10.0.0.1", 8008, "lan", 1200, 1200, "synced")
         await store.peer_seen(a, "10.0.0.9", 9000, "lan", 1300)  # moved: address and time only
-        await store.peer_state(a, "unreachable", 1400, synced=False)  # keeps last_synced
-        # a peer that dialled us and was never seen: a row with no address
+        await store.peer_state(a, "unreachable", 1400, synced=False)  # keeps both times
+        # a peer that dialled us: a row with no address, seen when it connected
         await store.peer_state(b, "connected", 1500, synced=False)
+        await store.peer_state(b, "disconnected", 1550, synced=False)
         rows = {r.feed: r for r in await store.peers()}
         assert rows[a] == PeerRecord(a, "10.0.0.9", 9000, "lan", 1300, 1200, "unreachable")
-        assert rows[b] == PeerRecord(b, "", 0, "inbound", None, None, "connected")
+        assert rows[b] == PeerRecord(b, "", 0, "inbound", 1500, None, "disconnected")
         assert [r.feed for r in await store.peers()] == sorted([a, b])
         await store.peer_seen(b, "10.0.0.2", 8008, "manual", 1600)
         rows = {r.feed: r for r in await store.peers()}
-        assert rows[b] == PeerRecord(b, "10.0.0.2", 8008, "manual", 1600, None, "connected")
+        assert rows[b] == PeerRecord(b, "10.0.0.2", 8008, "manual", 1600, None, "disconnected")
 
 
 async def test_sqlite_persists_and_refuses_foreign_files(tmp_path: Path) -> None:
