@@ -36,6 +36,12 @@ def parse_network_key(text: str) -> bytes:
     return key
 
 
+# The scheme (optional, any case), the host (an IPv6 one in brackets, with its zone if it has
+# one), the port and the feed id.
+_ADDRESS = re.compile(
+    r"(?:(?i:feedlog)://)?(\[[0-9A-Fa-f:.]+(?:%[\w.-]+)?\]|[^/:\[\]\s]+):(\d{1,5})/(\S+)")
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     """Where a server listens and who it is: ``feedlog://HOST:PORT/FEED_ID``."""
@@ -50,8 +56,7 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
-        m = re.fullmatch(r"(?:feedlog://)?(\[[0-9A-Fa-f:.]+\]|[^/:\[\]\s]+):(\d{1,5})/(\S+)",
-                         text.strip())
+        m = _ADDRESS.fullmatch(text.strip())
         if m is None:
             raise LocalError(f"not an address: {text!r} (expected feedlog://HOST:PORT/FEED_ID)",
                              code="bad-address")
