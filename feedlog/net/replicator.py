@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -737,7 +739,8 @@ class Replicator:
                                         limit=self.config.stream_limit),
                 self.config.connect_timeout)
         except (OSError, TimeoutError) as exc:
-            raise LocalError(f"cannot connect to {address.host}:{address.port}: {exc}",
+            raise LocalError(f"cannot connect to {address.host}:{address.port}: "
+                             f"{_why_not_connected(exc, self.config.connect_timeout)}",
                              code="connect-failed") from None
         channel = await client_channel(
             reader, writer, network_key=self.config.network_key, keys=self.node.keys,
@@ -755,6 +758,20 @@ def _heads_of(msgs: Sequence[Message]) -> tuple[dict[FeedId, int], dict[FeedId, 
     last = {m.author: m for m in msgs}
     return ({a: m.seq for a, m in last.items()},
             {a: m.id[:HEAD_SIZE] for a, m in last.items()})
+
+
+def _why_not_connected(exc: BaseException, timeout: float) -> str:
+    """What a failed TCP connect means to the person who asked for it."""
+    if isinstance(exc, TimeoutError):
+        return (f"no answer within {timeout:g} s (the machine is off or asleep, or a firewall "
+                "drops the connection)")
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens on that port (is `feedlog serve` running?)"
+    if isinstance(exc, socket.gaierror):
+        return "no such host (the name does not resolve)"
+    if getattr(exc, "errno", None) in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "no route to that host (another network, or the link is down)"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def _host(writer: asyncio.StreamWriter) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from feedlog.core.errors import LocalError
 from feedlog.core.fork import make_fork_proof
 from feedlog.core.ids import FeedId
 from feedlog.core.message import Message
@@ -322,3 +325,38 @@ async def test_group_posts_pushed_live_are_ordered_while_the_link_stays_open(
     assert view.order == (post.id,)
     task.cancel()
     srv.server.close()
+
+
+async def test_a_connection_that_cannot_be_opened_says_why(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    with socket.socket() as s:  # a port nobody listens on: bound, never listened
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        rep = Replicator(b)
+        with pytest.raises(LocalError) as e:
+            await rep.connect(Address("127.0.0.1", port, a.id))
+    assert e.value.code == "connect-failed"
+    assert f"127.0.0.1:{port}" in e.value.message and "nothing listens" in e.value.message
+    assert "Errno" not in e.value.message
+
+    # a server that never completes the TCP handshake: its backlog is full
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(0)
+        port = s.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(8):  # fill the accept queue (none is ever accepted)
+                f = socket.socket()
+                f.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    f.connect(("127.0.0.1", port))
+                fillers.append(f)
+            rep = Replicator(b, NetConfig(connect_timeout=0.3))
+            with pytest.raises(LocalError) as e:
+                await rep.connect(Address("127.0.0.1", port, a.id))
+        finally:
+            for f in fillers:
+                f.close()
+    assert e.value.code == "connect-failed"
+    assert "no answer within 0.3 s" in e.value.message
