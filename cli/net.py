@@ -58,7 +58,19 @@ def _local_ip() -> str:
 
 class RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:>8,.0f} msg/s")
+        return Text(f"{rate(task) or 0:>8,.0f} msg/s")
+
+
+def rate(task: Task) -> float | None:
+    """Messages per second: rich's recent speed while it runs, its speed at the end once done.
+    rich needs two updates to know a speed: a direction that moved everything at once (one
+    batch between two refreshes) has none, and gets its average since it started instead."""
+    speed = task.finished_speed or task.speed
+    if speed is None and task.completed:
+        took = task.finished_time if task.finished else task.elapsed
+        if took:
+            speed = task.completed / took
+    return speed
 
 
 def _summary(r: SyncResult) -> str:
