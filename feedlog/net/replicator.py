@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import re
 import socket
 import time
 from collections import Counter, deque
@@ -765,7 +766,10 @@ def _why_not_connected(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
         return (f"no answer within {timeout:g} s (the machine is off or asleep, or a firewall "
                 "drops the connection)")
-    if isinstance(exc, ConnectionRefusedError):
+    # a host name with several addresses (IPv6 and IPv4) fails with every attempt's errno in
+    # one message (asyncio before Python 3.12)
+    codes = {int(n) for n in re.findall(r"\[Errno (\d+)\]", str(exc))}
+    if isinstance(exc, ConnectionRefusedError) or codes == {errno.ECONNREFUSED}:
         return "connection refused: nothing listens on that port (is `feedlog serve` running?)"
     if isinstance(exc, socket.gaierror):
         return "no such host (the name does not resolve)"

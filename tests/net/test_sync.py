@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from feedlog.core.errors import LocalError
 from feedlog.core.fork import make_fork_proof
 from feedlog.core.ids import FeedId
 from feedlog.core.message import Message
-from feedlog.net.replicator import NetConfig, Replicator, SyncResult
+from feedlog.net.replicator import NetConfig, Replicator, SyncResult, _why_not_connected
 from feedlog.net.transport import Address
 from feedlog.node import Node
 from feedlog.store.base import FeedInfo
@@ -338,6 +339,13 @@ async def test_a_connection_that_cannot_be_opened_says_why(pair: tuple[Node, Nod
     assert e.value.code == "connect-failed"
     assert f"127.0.0.1:{port}" in e.value.message and "nothing listens" in e.value.message
     assert "Errno" not in e.value.message
+
+    # a host name with an IPv6 and an IPv4 address, refused on both (asyncio's one message)
+    both = OSError("Multiple exceptions: [Errno 111] Connect call failed ('::1', 9, 0, 0), "
+                   "[Errno 111] Connect call failed ('127.0.0.1', 9)".replace(
+                       "111", str(errno.ECONNREFUSED)))
+    assert "nothing listens" in _why_not_connected(both, 10)
+    assert "no such host" in _why_not_connected(socket.gaierror(-2, "Name unknown"), 10)
 
     # a server that never completes the TCP handshake: its backlog is full
     with socket.socket() as s:
