@@ -267,7 +267,7 @@ def stored_fields(raw: bytes) -> tuple[MsgId, FeedId, int] | None:
         return None
     if seq <= 0:
         return None
-    return MsgId(sha256(ID_TAG + header).digest()), FeedId(header[4:36]), seq
+    return message_id(header), FeedId(header[4:36]), seq
 
 
 def decode_message_reference(raw: bytes) -> Message:

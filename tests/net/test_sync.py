@@ -341,9 +341,8 @@ async def test_a_connection_that_cannot_be_opened_says_why(pair: tuple[Node, Nod
     assert "Errno" not in e.value.message
 
     # a host name with an IPv6 and an IPv4 address, refused on both (asyncio's one message)
-    both = OSError("Multiple exceptions: [Errno 111] Connect call failed ('::1', 9, 0, 0), "
-                   "[Errno 111] Connect call failed ('127.0.0.1', 9)".replace(
-                       "111", str(errno.ECONNREFUSED)))
+    refused = f"[Errno {errno.ECONNREFUSED}] Connect call failed"
+    both = OSError(f"Multiple exceptions: {refused} ('::1', 9, 0, 0), {refused} ('127.0.0.1', 9)")
     assert "nothing listens" in _why_not_connected(both, 10)
     assert "no such host" in _why_not_connected(socket.gaierror(-2, "Name unknown"), 10)
 
