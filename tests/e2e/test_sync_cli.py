@@ -171,7 +171,10 @@ def test_ctrl_c_and_failed_syncs_leave_the_peer_book_right(
     live = live_sync(b, server.address)
     deadline = time.monotonic() + 20
     while not [p for p in js(b, "peers") if p["state"] == "connected"]:
-        assert live.poll() is None and time.monotonic() < deadline
+        if live.poll() is not None or time.monotonic() > deadline:
+            interrupt(live)
+            pytest.fail(f"the live sync never showed as connected: {js(b, 'peers')}; "
+                        f"its stderr: {live.stderr.read() if live.stderr else ''}")
         time.sleep(0.05)
     live.send_signal(signal.SIGINT)
     _, err = live.communicate(timeout=15)
